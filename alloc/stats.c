@@ -66,11 +66,5 @@ EBB_EXPORT size_t ebb_purge(void) {
     if (!ebb_init())
         return 0;
     ebb_thread_flush();
-    size_t n = ebb__huge_cache_flush();
-    for (unsigned i = 0; i < EBB_MAX_ARENAS; i++) {
-        ebb_arena_t *a = __atomic_load_n(&ebb__arenas[i], __ATOMIC_ACQUIRE);
-        if (a != NULL)
-            n += ebb__arena_purge(a, UINT64_MAX);
-    }
-    return n;
+    return ebb__decay_purge_all();
 }
