@@ -34,25 +34,6 @@ static void init_sizes(void)
     }
 }
 
-/* Blocks above 64 KiB get the pattern on a stride and the last byte only,
- * which touches every page and keeps 64 MiB blocks cheap. */
-static void fill_sparse(uint8_t *p, size_t n, uint64_t tag)
-{
-    size_t stride = n > 64 * TU_KiB ? 4093 : 1;
-    for (size_t i = 0; i < n; i += stride)
-        p[i] = tu_pattern_byte(tag, i);
-    p[n - 1] = tu_pattern_byte(tag, n - 1);
-}
-
-static bool check_sparse(const uint8_t *p, size_t n, uint64_t tag)
-{
-    size_t stride = n > 64 * TU_KiB ? 4093 : 1;
-    for (size_t i = 0; i < n; i += stride)
-        if (p[i] != tu_pattern_byte(tag, i))
-            return false;
-    return p[n - 1] == tu_pattern_byte(tag, n - 1);
-}
-
 /* malloc(0) returns a unique pointer that free accepts (glibc: a minimum
  * sized chunk, never NULL). */
 static void malloc_zero_is_unique(void **state)
@@ -86,10 +67,10 @@ static void malloc_sizes_aligned_and_preserved(void **state)
         assert_true(tu_is_aligned(blocks[i], TU_MIN_ALIGN));
         assert_true(ebb_owns(blocks[i]));
         assert_true(malloc_usable_size(blocks[i]) >= sizes[i]);
-        fill_sparse(blocks[i], sizes[i], i);
+        tu_fill_sparse(blocks[i], sizes[i], i);
     }
     for (size_t i = 0; i < nsizes; i++) {
-        assert_true(check_sparse(blocks[i], sizes[i], i));
+        assert_true(tu_sparse_ok(blocks[i], sizes[i], i));
         free(blocks[i]);
     }
 }

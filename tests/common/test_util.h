@@ -131,6 +131,44 @@ static inline size_t tu_check_and_free(void **blocks, const size_t *sizes, size_
     return bad;
 }
 
+/* Sparse patterns for big blocks: every byte of the first TU_DENSE bytes,
+ * then one byte in TU_STRIDE (several per page) and the last byte. Keeps
+ * blocks of megabytes cheap while still catching overlap and lost pages. */
+#define TU_DENSE ((size_t)4096)
+#define TU_STRIDE ((size_t)509)
+
+static inline size_t tu_sparse_next(size_t i)
+{
+    return i < TU_DENSE ? i + 1 : i + TU_STRIDE;
+}
+
+static inline void tu_fill_sparse(void *p, size_t n, uint64_t tag)
+{
+    uint8_t *b = p;
+    for (size_t i = 0; i < n; i = tu_sparse_next(i))
+        b[i] = tu_pattern_byte(tag, i);
+    if (n > 0)
+        b[n - 1] = tu_pattern_byte(tag, n - 1);
+}
+
+/* The sparse positions below keep hold the pattern: what survives of a
+ * sparsely filled block cut to its first keep bytes. */
+static inline bool tu_sparse_prefix_ok(const void *p, size_t keep, uint64_t tag)
+{
+    const uint8_t *b = p;
+    for (size_t i = 0; i < keep; i = tu_sparse_next(i))
+        if (b[i] != tu_pattern_byte(tag, i))
+            return false;
+    return true;
+}
+
+/* A block filled by tu_fill_sparse(p, n, tag) is intact. */
+static inline bool tu_sparse_ok(const void *p, size_t n, uint64_t tag)
+{
+    const uint8_t *b = p;
+    return tu_sparse_prefix_ok(p, n, tag) && (n == 0 || b[n - 1] == tu_pattern_byte(tag, n - 1));
+}
+
 static inline bool tu_all_zero(const void *p, size_t n)
 {
     const uint8_t *b = p;
