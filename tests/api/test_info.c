@@ -62,7 +62,9 @@ static void mallinfo2_tracks_live_bytes(void **state)
     void **v = alloc_small_blocks();
     struct mallinfo2 m1 = mallinfo2();
     assert_true(m1.uordblks >= m0.uordblks + MOSTLY(LIVE_BYTES));
-    assert_true(m1.arena + m1.hblkhd >= m0.arena + m0.hblkhd + MOSTLY(LIVE_BYTES));
+    /* What was obtained from the system covers what is in use (it need not
+     * grow: memory kept from an earlier test may be reused). */
+    assert_true(m1.arena + m1.hblkhd >= m1.uordblks);
     free_small_blocks(v);
     struct mallinfo2 m2 = mallinfo2();
     assert_true(m2.uordblks + MOSTLY(LIVE_BYTES) <= m1.uordblks);
@@ -87,8 +89,7 @@ static void mallinfo_tracks_live_bytes(void **state)
     void **v = alloc_small_blocks();
     struct mallinfo m1 = mallinfo();
     assert_true((size_t)m1.uordblks >= (size_t)m0.uordblks + MOSTLY(LIVE_BYTES));
-    assert_true((size_t)m1.arena + (size_t)m1.hblkhd >=
-                (size_t)m0.arena + (size_t)m0.hblkhd + MOSTLY(LIVE_BYTES));
+    assert_true((size_t)m1.arena + (size_t)m1.hblkhd >= (size_t)m1.uordblks);
     free_small_blocks(v);
     struct mallinfo m2 = mallinfo();
     assert_true((size_t)m2.uordblks + MOSTLY(LIVE_BYTES) <= (size_t)m1.uordblks);

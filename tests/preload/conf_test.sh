@@ -68,7 +68,6 @@ esac
 case $mode in
 warnings)
   expect "narenas:banana,bogus:1" 2 "$default" narenas bogus
-  expect "narenas:0" 1 "$default" narenas
   expect "narenas:1025" 1 "$default" narenas
   expect "narenas:-3" 1 "$default" narenas
   expect "narenas" 1 "$default" narenas
