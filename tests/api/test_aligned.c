@@ -146,6 +146,30 @@ static void memalign_all_alignments(void **state)
     check_non_power_of_two_result(p, errno, 48, 1000);
 }
 
+/* realloc takes aligned blocks too and keeps their contents (the result
+ * need only be 16-byte aligned). */
+static void realloc_of_aligned_blocks(void **state)
+{
+    for (unsigned bit = 4; bit <= MAX_ALIGN_BITS; bit += 2) {
+        size_t a = (size_t)1 << bit;
+        size_t n = 100 + bit;
+        void *p = aligned_alloc(a, n);
+        assert_non_null(p);
+        tu_fill(p, n, bit);
+        static const size_t next[] = {3000, 5 * TU_MiB, 40, 0};
+        for (size_t k = 0; next[k] != 0; k++) {
+            size_t keep = n < next[k] ? n : next[k];
+            p = realloc(p, next[k]);
+            assert_non_null(p);
+            assert_true(tu_is_aligned(p, TU_MIN_ALIGN));
+            assert_int_equal(tu_check(p, keep, bit), keep);
+            tu_fill(p, next[k], bit);
+            n = next[k];
+        }
+        free(p);
+    }
+}
+
 static void valloc_is_page_aligned(void **state)
 {
     static const size_t sz[] = {0, 1, 100, 4095, 4096, 4097, 65537, 3 * TU_MiB + 1};
@@ -188,6 +212,7 @@ int main(void)
         cmocka_unit_test(aligned_alloc_all_alignments),
         cmocka_unit_test(aligned_alloc_non_power_of_two),
         cmocka_unit_test(memalign_all_alignments),
+        cmocka_unit_test(realloc_of_aligned_blocks),
         cmocka_unit_test(valloc_is_page_aligned),
         cmocka_unit_test(pvalloc_rounds_to_pages),
     };
