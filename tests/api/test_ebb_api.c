@@ -33,15 +33,28 @@ static void owns_only_its_own_memory(void **state)
     assert_false(ebb_owns((void *)owns_only_its_own_memory));
     assert_false(ebb_owns((void *)(uintptr_t)1));
     assert_false(ebb_owns((void *)UINTPTR_MAX));
-    static const size_t sz[] = {1, 64, 4000, 100000, 3 * TU_MiB};
+    static const size_t sz[] = {1, 64, 4000, 100000, 3 * TU_MiB, 8 * TU_MiB, 64 * TU_MiB};
     for (size_t i = 0; i < TU_ARRAY_LEN(sz); i++) {
         char *p = malloc(sz[i]);
         assert_true(ebb_owns(p));
-        assert_true(ebb_owns(p + sz[i] - 1));
         void *a = aligned_alloc(4096, sz[i]);
         assert_true(ebb_owns(a));
         free(p);
         free(a);
+    }
+}
+
+/* A pointer into the middle or the last byte of a live block lies in
+ * ebbmalloc's memory as much as the block's start does. */
+static void owns_interior_pointers(void **state)
+{
+    static const size_t sz[] = {1, 64, 4000, 100000, 3 * TU_MiB, 8 * TU_MiB, 64 * TU_MiB};
+    for (size_t i = 0; i < TU_ARRAY_LEN(sz); i++) {
+        char *p = malloc(sz[i]);
+        assert_non_null(p);
+        if (!ebb_owns(p + sz[i] / 2) || !ebb_owns(p + sz[i] - 1))
+            fail_msg("ebb_owns is false inside a live block of %zu bytes", sz[i]);
+        free(p);
     }
 }
 
@@ -147,6 +160,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(version_matches_header),
         cmocka_unit_test(owns_only_its_own_memory),
+        cmocka_unit_test(owns_interior_pointers),
         cmocka_unit_test(ebb_names_match_standard_ones),
         cmocka_unit_test(summary_follows_allocations),
         cmocka_unit_test(purge_returns_freed_pages),

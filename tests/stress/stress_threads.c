@@ -104,12 +104,73 @@ static void exit_flushes_thread_cache(void **state)
     assert_true(s1.nthreads <= s0.nthreads);
 }
 
+/* Other libraries' thread destructors run in any order relative to
+ * ebbmalloc's own and may free and allocate; a destructor that stores a new
+ * value makes glibc run the destructors again (up to
+ * PTHREAD_DESTRUCTOR_ITERATIONS rounds). */
+enum { DTOR_THREADS = 64, DTOR_ROUNDS = 3 };
+
+static pthread_key_t dtor_key;
+static tu_block_t *dtor_leftover[DTOR_THREADS];
+
+typedef struct dtor_state_s {
+    size_t thread, round;
+    tu_block_t *block;
+} dtor_state_t;
+
+static void dtor(void *value)
+{
+    dtor_state_t *st = value;
+    tu_block_free(st->block);
+    if (++st->round < DTOR_ROUNDS) {
+        st->block = tu_block_new(100 * st->round + 24, st->round);
+        if (st->block != NULL)
+            pthread_setspecific(dtor_key, st);
+        return;
+    }
+    /* Last round: leave one block for the main thread to free. */
+    dtor_leftover[st->thread] = tu_block_new(3000, st->thread);
+    free(st);
+}
+
+static void *dtor_thread(void *arg)
+{
+    size_t id = *(size_t *)arg;
+    dtor_state_t *st = malloc(sizeof *st);
+    TU_CHECK(st != NULL);
+    *st = (dtor_state_t){id, 0, tu_block_new(64, id)};
+    pthread_setspecific(dtor_key, st);
+    free(malloc(1000)); /* make sure this thread has a cache of its own */
+    return NULL;
+}
+
+static void malloc_in_thread_destructors(void **state)
+{
+    assert_int_equal(pthread_key_create(&dtor_key, dtor), 0);
+    ebb_summary_t s0 = tu_summary();
+    size_t ids[DTOR_THREADS];
+    for (size_t i = 0; i < DTOR_THREADS; i++)
+        ids[i] = i;
+    tu_run_threads(DTOR_THREADS, dtor_thread, ids, sizeof ids[0]);
+    for (size_t i = 0; i < DTOR_THREADS; i++) {
+        assert_non_null(dtor_leftover[i]);
+        tu_block_free(dtor_leftover[i]);
+    }
+    assert_int_equal(atomic_load(&tu_failures), 0);
+    /* A cache made again by a late destructor is given up as well. */
+    ebb_summary_t s1 = tu_summary();
+    assert_true(s1.nthreads <= s0.nthreads);
+    assert_true(s1.allocated <= s0.allocated + SLACK);
+    pthread_key_delete(dtor_key);
+}
+
 int main(void)
 {
     tu_require_ebbmalloc();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(threads_in_waves),
         cmocka_unit_test(exit_flushes_thread_cache),
+        cmocka_unit_test(malloc_in_thread_destructors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
