@@ -154,6 +154,20 @@ static inline void tu_run_threads(size_t n, void *(*fn)(void *), void *args, siz
     free(t);
 }
 
+/* Start n threads running fn(&i) with i = 0..n-1 (a size_t); join them. */
+static inline void tu_run_indexed(size_t n, void *(*fn)(void *))
+{
+    size_t *ids = malloc(n * sizeof *ids);
+    if (ids == NULL) {
+        TU_FAIL("malloc for %zu thread indices failed", n);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        ids[i] = i;
+    tu_run_threads(n, fn, ids, sizeof *ids);
+    free(ids);
+}
+
 /* Seed of a test run: EBB_TEST_SEED if set, else the given default; printed
  * so that a failure can be replayed. */
 static inline uint64_t tu_seed(uint64_t fallback)

@@ -61,10 +61,7 @@ static void mixed_sizes_with_realloc(void **state)
 {
     seed = tu_seed(4242);
     ebb_summary_t s0 = tu_summary();
-    size_t ids[THREADS];
-    for (size_t i = 0; i < THREADS; i++)
-        ids[i] = i;
-    tu_run_threads(THREADS, mixed_thread, ids, sizeof ids[0]);
+    tu_run_indexed(THREADS, mixed_thread);
     for (size_t i = 0; i < SHARED; i++) {
         tu_block_t *b = atomic_exchange(&shared[i], NULL);
         if (b != NULL)

@@ -147,10 +147,7 @@ static void cross_thread_free(void **state)
 
     seed = tu_seed(20240611);
     queue.producers_left = PRODUCERS;
-    size_t ids[PRODUCERS + CONSUMERS];
-    for (size_t i = 0; i < PRODUCERS + CONSUMERS; i++)
-        ids[i] = i;
-    tu_run_threads(PRODUCERS + CONSUMERS, run_role, ids, sizeof ids[0]);
+    tu_run_indexed(PRODUCERS + CONSUMERS, run_role);
 
     assert_int_equal(atomic_load(&tu_failures), 0);
     assert_int_equal(atomic_load(&consumed), (size_t)PRODUCERS * PER_PRODUCER);

@@ -148,10 +148,7 @@ static void malloc_in_thread_destructors(void **state)
 {
     assert_int_equal(pthread_key_create(&dtor_key, dtor), 0);
     ebb_summary_t s0 = tu_summary();
-    size_t ids[DTOR_THREADS];
-    for (size_t i = 0; i < DTOR_THREADS; i++)
-        ids[i] = i;
-    tu_run_threads(DTOR_THREADS, dtor_thread, ids, sizeof ids[0]);
+    tu_run_indexed(DTOR_THREADS, dtor_thread);
     for (size_t i = 0; i < DTOR_THREADS; i++) {
         assert_non_null(dtor_leftover[i]);
         tu_block_free(dtor_leftover[i]);
