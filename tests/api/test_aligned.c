@@ -119,13 +119,14 @@ static void aligned_alloc_all_alignments(void **state)
     }
 }
 
+static const size_t non_power_of_two[] = {3, 24, 48, 100, 4097};
+
 static void aligned_alloc_non_power_of_two(void **state)
 {
-    static const size_t bad[] = {3, 24, 48, 100, 4097};
-    for (size_t i = 0; i < TU_ARRAY_LEN(bad); i++) {
+    for (size_t i = 0; i < TU_ARRAY_LEN(non_power_of_two); i++) {
         errno = 0;
-        void *p = aligned_alloc(bad[i], 200);
-        check_non_power_of_two_result(p, errno, bad[i], 200);
+        void *p = aligned_alloc(non_power_of_two[i], 200);
+        check_non_power_of_two_result(p, errno, non_power_of_two[i], 200);
     }
 }
 
@@ -141,9 +142,11 @@ static void memalign_all_alignments(void **state)
         free(p);
         free(q);
     }
-    errno = 0;
-    void *p = memalign(48, 1000);
-    check_non_power_of_two_result(p, errno, 48, 1000);
+    for (size_t i = 0; i < TU_ARRAY_LEN(non_power_of_two); i++) {
+        errno = 0;
+        void *p = memalign(non_power_of_two[i], 1000);
+        check_non_power_of_two_result(p, errno, non_power_of_two[i], 1000);
+    }
 }
 
 /* realloc takes aligned blocks too and keeps their contents (the result
