@@ -5,7 +5,7 @@
 # ebbmalloc comes first on the link line so that it precedes libc (and
 # cmocka) in the dynamic symbol search order.
 if(NOT TARGET PkgConfig::CMOCKA)
-  pkg_check_modules(CMOCKA REQUIRED IMPORTED_TARGET GLOBAL cmocka)
+  pkg_check_modules(CMOCKA REQUIRED IMPORTED_TARGET cmocka)
 endif()
 find_package(Threads REQUIRED)
 
