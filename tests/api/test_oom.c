@@ -149,18 +149,6 @@ static void aligned_absurd(void **state)
     check_allocator_still_works();
 }
 
-/* Virtual size of this process from /proc/self/statm, in bytes. */
-static size_t vm_size(void)
-{
-    FILE *f = fopen("/proc/self/statm", "r");
-    unsigned long pages = 0;
-    if (f == NULL || fscanf(f, "%lu", &pages) != 1)
-        pages = 0;
-    if (f)
-        fclose(f);
-    return pages * (size_t)sysconf(_SC_PAGESIZE);
-}
-
 #define HEADROOM ((size_t)512 << 20)
 #define MAX_BLOCKS (HEADROOM / 128)
 
@@ -211,7 +199,7 @@ static int exhaust_child(void *arg)
                          MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (blocks == MAP_FAILED)
         return 10;
-    size_t limit = vm_size() + HEADROOM;
+    size_t limit = tu_statm(TU_STATM_SIZE) + HEADROOM;
     struct rlimit rl = {limit, limit};
     if (setrlimit(RLIMIT_AS, &rl) != 0)
         return 11;

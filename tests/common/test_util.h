@@ -178,6 +178,45 @@ static inline bool tu_all_zero(const void *p, size_t n)
     return true;
 }
 
+/* Fields of /proc/self/statm, in bytes: the process's virtual size and its
+ * resident set. 0 when the file cannot be read. */
+enum { TU_STATM_SIZE = 0, TU_STATM_RESIDENT = 1 };
+
+static inline size_t tu_statm(int field)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long v[2] = {0, 0};
+    if (f == NULL)
+        return 0;
+    if (fscanf(f, "%lu %lu", &v[0], &v[1]) != 2)
+        v[0] = v[1] = 0;
+    fclose(f);
+    return v[field] * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+/* Allocate and touch n / block blocks of block bytes, free them all, and
+ * flush this thread's cache: afterwards the memory is the allocator's to
+ * keep or give back. Returns false if an allocation failed. */
+static inline bool tu_churn_and_free(size_t n, size_t block)
+{
+    size_t count = n / block;
+    void **v = malloc(count * sizeof *v);
+    if (v == NULL)
+        return false;
+    bool ok = true;
+    for (size_t i = 0; i < count; i++) {
+        v[i] = malloc(block);
+        ok = ok && v[i] != NULL;
+        for (size_t k = 0; v[i] != NULL && k < block; k += 256)
+            ((volatile char *)v[i])[k] = 1;
+    }
+    for (size_t i = 0; i < count; i++)
+        free(v[i]);
+    free(v);
+    ebb_thread_flush();
+    return ok;
+}
+
 static inline ebb_summary_t tu_summary(void)
 {
     ebb_summary_t s;
