@@ -10,7 +10,9 @@
 // bench/run runs each benchmark in its own process; see README.md.
 #include <benchmark/benchmark.h>
 
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "workloads.h"
@@ -19,12 +21,30 @@ namespace {
 
 typedef uint64_t (*workload_fn)(const wl_params_t *);
 
+// The process's peak RSS so far (VmHWM), KiB; 0 where /proc is missing.
+// Each benchmark runs in its own process under bench/run, so this is the
+// peak of that workload. (A parent's getrusage(RUSAGE_CHILDREN) is not: a
+// child's ru_maxrss starts from its parent's RSS at fork.)
+double peak_rss_kib()
+{
+    double kib = 0;
+    if (FILE *f = std::fopen("/proc/self/status", "r")) {
+        char line[256];
+        while (std::fgets(line, sizeof line, f))
+            if (std::strncmp(line, "VmHWM:", 6) == 0)
+                kib = std::strtod(line + 6, nullptr);
+        std::fclose(f);
+    }
+    return kib;
+}
+
 void run(benchmark::State &state, workload_fn fn, wl_params_t p)
 {
     uint64_t ops = 0;
     for (auto _ : state)
         ops += fn(&p);
     state.SetItemsProcessed(static_cast<int64_t>(ops));
+    state.counters["peak_rss_kib"] = peak_rss_kib();
 }
 
 constexpr size_t KiB = 1024, MiB = 1024 * KiB;
