@@ -44,8 +44,9 @@ def _tail(log, lines=15):
         return ""
 
 
-def build(build_dir, targets, log):
-    """Build the whole project in build_dir and the given bench targets.
+def build(build_dir, targets, log, everything=False):
+    """Configure the project in build_dir and build the given bench targets
+    and the allocator (everything=True: the whole project first).
 
     Returns (bench_dir, libebbmalloc path or None). When the project does
     not configure or the allocator does not build, falls back to the bench
@@ -57,6 +58,8 @@ def build(build_dir, targets, log):
     Path(log).write_text("")
     configure = ["cmake", "-S", str(ROOT), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release"]
     if _run_logged(configure, log):
+        if everything and not _run_logged(["cmake", "--build", str(build_dir), "-j2"], log):
+            note("the full build failed; building only what is needed (log: %s)" % log)
         if not _run_logged(["cmake", "--build", str(build_dir), "-j2", "--target", *targets], log):
             raise SystemExit("bench build failed:\n" + _tail(log))
         lib = None
