@@ -56,7 +56,8 @@ def build(build_dir, targets, log, everything=False):
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
     Path(log).write_text("")
-    configure = ["cmake", "-S", str(ROOT), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release"]
+    configure = ["cmake", "-S", str(ROOT), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release",
+                 "-DEBB_BUILD_BENCH=ON"]
     if _run_logged(configure, log):
         if everything and not _run_logged(["cmake", "--build", str(build_dir), "-j2"], log):
             note("the full build failed; building only what is needed (log: %s)" % log)
@@ -115,6 +116,11 @@ def find_library(sonames):
             if _preloadable(c):
                 return c
     return None
+
+
+def add_ebbmalloc_option(ap):
+    ap.add_argument("--ebbmalloc", metavar="PATH", default=None,
+                    help="preload this libebbmalloc.so instead of the build's")
 
 
 def find_allocators(names, ebbmalloc_lib):
