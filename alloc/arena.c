@@ -1,0 +1,352 @@
+/*
+ * Arenas: per size class a bin of slabs, and a page heap for slabs and large
+ * objects. Lock order: bin lock -> heap lock -> base lock; a thread holds at
+ * most one bin lock.
+ *
+ * A slab's free objects are recorded in its span's bitmap, never inside the
+ * objects: a free slab page holds no allocator data, so it can be purged
+ * while other pages of the slab are in use. Objects leave slabs in batches
+ * (refill) into thread caches and come back in batches (flush), each to the
+ * slab -- and so the arena -- that owns it, whichever thread frees it.
+ */
+#include "internal.h"
+
+ebb_arena_t *ebb__arenas[EBB_MAX_ARENAS];
+unsigned ebb__narenas = 1;
+_Atomic unsigned ebb__narenas_made;
+static ebb_lock_t arenas_lock = EBB_LOCK_INIT;
+
+ebb_arena_t *ebb__arena_get(unsigned i) {
+    ebb_arena_t *a = __atomic_load_n(&ebb__arenas[i], __ATOMIC_ACQUIRE);
+    if (ebb_likely(a != NULL))
+        return a;
+    ebb_lock(&arenas_lock);
+    a = ebb__arenas[i];
+    if (a == NULL) {
+        a = ebb__base_alloc(sizeof(ebb_arena_t));
+        if (a != NULL) {
+            a->index = i;
+            ebb__heap_init(&a->heap);
+            __atomic_store_n(&ebb__arenas[i], a, __ATOMIC_RELEASE);
+            atomic_fetch_add_explicit(&ebb__narenas_made, 1, memory_order_relaxed);
+        }
+    }
+    ebb_unlock(&arenas_lock);
+    return a;
+}
+
+ebb_arena_t *ebb__arena_choose(void) {
+    unsigned best = 0, best_load = UINT32_MAX;
+    for (unsigned i = 0; i < ebb__narenas; i++) {
+        ebb_arena_t *a = __atomic_load_n(&ebb__arenas[i], __ATOMIC_ACQUIRE);
+        unsigned load = a ? atomic_load_explicit(&a->nthreads, memory_order_relaxed) : 0;
+        if (load < best_load) {
+            best = i;
+            best_load = load;
+            if (load == 0)
+                break;
+        }
+    }
+    ebb_arena_t *a = ebb__arena_get(best);
+    if (a == NULL)
+        a = ebb__arena_get(0);
+    return a;
+}
+
+/* ---- slabs ------------------------------------------------------------- */
+static void nonfull_push(ebb_bin_t *b, ebb_span_t *s) {
+    s->prev = NULL;
+    s->next = b->nonfull;
+    if (s->next)
+        s->next->prev = s;
+    b->nonfull = s;
+    s->on_list = 1;
+}
+
+static void nonfull_remove(ebb_bin_t *b, ebb_span_t *s) {
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        b->nonfull = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    s->next = s->prev = NULL;
+    s->on_list = 0;
+}
+
+/* pre: the bin lock of class c held. */
+static ebb_span_t *slab_new(ebb_arena_t *a, unsigned c) {
+    const ebb_class_info_t *ci = &ebb__classes[c];
+    ebb_lock(&a->heap.lock);
+    ebb_span_t *s = ebb__heap_alloc(&a->heap, a, ci->slab_pages, 1);
+    if (s != NULL)
+        ebb__heap_mark(s, EBB_SPAN_SLAB, (uint8_t)c);
+    ebb_unlock(&a->heap.lock);
+    if (s == NULL)
+        return NULL;
+    s->nobjs = (uint16_t)ci->nobjs;
+    s->nfree = (uint16_t)ci->nobjs;
+    s->on_list = 0;
+    memset(s->bitmap, 0, sizeof(s->bitmap));
+    for (unsigned i = 0; i < ci->nobjs; i++)
+        s->bitmap[i / 64] |= 1ull << (i % 64);
+    a->bins[c].nslabs++;
+    return s;
+}
+
+/* Take up to n free objects from s in address order, appending them to the
+ * list whose last link is *tailp. */
+static unsigned slab_take(ebb_span_t *s, size_t size, void ***tailp, unsigned n) {
+    uintptr_t base = ebb_span_addr(s);
+    void **tail = *tailp;
+    unsigned got = 0;
+    for (unsigned w = 0; w < EBB_SLAB_WORDS && got < n; w++) {
+        uint64_t bits = s->bitmap[w];
+        while (bits != 0 && got < n) {
+            unsigned bit = (unsigned)__builtin_ctzll(bits);
+            bits &= bits - 1;
+            void **obj = (void **)(base + (size_t)(w * 64 + bit) * size);
+            *tail = obj;
+            tail = obj;
+            got++;
+        }
+        s->bitmap[w] = bits;
+    }
+    *tailp = tail;
+    s->nfree = (uint16_t)(s->nfree - got);
+    return got;
+}
+
+unsigned ebb__arena_refill(ebb_arena_t *a, unsigned c, void **head, unsigned n) {
+    ebb_bin_t *b = &a->bins[c];
+    size_t size = ebb__classes[c].size;
+    void *first = NULL;
+    void **tail = &first;
+    unsigned got = 0;
+    ebb_lock(&b->lock);
+    while (got < n) {
+        ebb_span_t *s = b->cur;
+        if (s == NULL || s->nfree == 0) {
+            s = b->nonfull;
+            if (s != NULL)
+                nonfull_remove(b, s);
+            else if ((s = slab_new(a, c)) == NULL)
+                break;
+            b->cur = s;
+        }
+        got += slab_take(s, size, &tail, n - got);
+    }
+    *tail = NULL;
+    b->nout += got;
+    b->nrefills++;
+    ebb_unlock(&b->lock);
+    *head = first;
+    return got;
+}
+
+/* Give emptied slabs (linked through next) back to the arena's page heap. */
+static void release_slabs(ebb_arena_t *a, ebb_span_t *empties) {
+    if (empties == NULL)
+        return;
+    ebb_lock(&a->heap.lock);
+    while (empties != NULL) {
+        ebb_span_t *s = empties;
+        empties = s->next;
+        s->next = NULL;
+        ebb__heap_free(&a->heap, s);
+    }
+    ebb_unlock(&a->heap.lock);
+}
+
+/* Return p to its slab. pre: the bin lock held. Returns an emptied slab that
+ * the caller must release, or NULL. */
+static ebb_span_t *slab_put(ebb_bin_t *b, ebb_segment_t *seg, void *p, unsigned c) {
+    const ebb_class_info_t *ci = &ebb__classes[c];
+    ebb_span_t *s = seg->spans[ebb_ptr_page(seg, p)];
+    EBB_CHECK(s != NULL && s->kind == EBB_SPAN_SLAB && s->sclass == c,
+              "free(): invalid pointer (no slab of its size here)");
+    size_t off = (uintptr_t)p - ebb_span_addr(s);
+    uint32_t idx = (uint32_t)(((uint64_t)off * ci->div_magic) >> 32);
+    EBB_CHECK((size_t)idx * ci->size == off && idx < s->nobjs,
+              "free(): invalid pointer (not the start of an object)");
+    uint64_t bit = 1ull << (idx % 64);
+    EBB_CHECK(!(s->bitmap[idx / 64] & bit), "free(): double free detected");
+    s->bitmap[idx / 64] |= bit;
+    s->nfree++;
+    b->nout--;
+    if (s == b->cur)
+        return NULL;
+    if (s->nfree == s->nobjs) {
+        if (s->on_list)
+            nonfull_remove(b, s);
+        b->nslabs--;
+        return s;
+    }
+    if (!s->on_list)
+        nonfull_push(b, s);
+    return NULL;
+}
+
+void ebb__arena_flush(unsigned c, void *head) {
+    ebb_arena_t *locked = NULL;
+    ebb_span_t *empties = NULL;
+    while (head != NULL) {
+        void *p = head;
+        head = *(void **)p;
+        ebb_segment_t *seg = ebb_ptr_segment(p);
+        EBB_CHECK(seg->magic == EBB_SEG_MAGIC && seg->kind == EBB_SEG_NORMAL,
+                  "free(): invalid pointer (not from ebbmalloc)");
+        ebb_arena_t *a = seg->arena;
+        if (a != locked) {
+            if (locked != NULL) {
+                locked->bins[c].nflushes++;
+                ebb_unlock(&locked->bins[c].lock);
+                release_slabs(locked, empties);
+                empties = NULL;
+            }
+            ebb_lock(&a->bins[c].lock);
+            locked = a;
+        }
+        ebb_span_t *e = slab_put(&a->bins[c], seg, p, c);
+        if (e != NULL) {
+            e->next = empties;
+            empties = e;
+        }
+    }
+    if (locked != NULL) {
+        locked->bins[c].nflushes++;
+        ebb_unlock(&locked->bins[c].lock);
+        release_slabs(locked, empties);
+    }
+}
+
+void *ebb__arena_alloc_small(ebb_arena_t *a, unsigned c) {
+    void *p;
+    return ebb__arena_refill(a, c, &p, 1) ? p : NULL;
+}
+
+void ebb__arena_free_small(void *p) {
+    ebb_segment_t *seg = ebb_ptr_segment(p);
+    unsigned c = seg->page_class[ebb_ptr_page(seg, p)];
+    *(void **)p = NULL;
+    ebb__arena_flush(c, p);
+}
+
+/* ---- large objects ----------------------------------------------------- */
+static ebb_span_t *large_span(ebb_segment_t *seg, const void *p) {
+    size_t page = ebb_ptr_page(seg, p);
+    ebb_span_t *s = seg->spans[page];
+    EBB_CHECK(s != NULL && s->kind == EBB_SPAN_LARGE && ebb_span_addr(s) == (uintptr_t)p,
+              "free(): invalid pointer (no large object starts here)");
+    return s;
+}
+
+/* The large class for size bytes (at least the first large class). */
+static unsigned large_class(size_t size) {
+    if (size <= EBB_SMALL_MAX)
+        return EBB_NSMALL + 1;
+    return ebb_size_class(size);
+}
+
+void *ebb__arena_alloc_large(ebb_arena_t *a, size_t size, size_t align, bool zero) {
+    unsigned c = large_class(size);
+    size_t npages = ebb__classes[c].slab_pages;
+    size_t align_pages = align > EBB_PAGE ? align >> EBB_PAGE_SHIFT : 1;
+    ebb_lock(&a->heap.lock);
+    ebb_span_t *s = ebb__heap_alloc(&a->heap, a, npages, align_pages);
+    if (s != NULL) {
+        ebb__heap_mark(s, EBB_SPAN_LARGE, (uint8_t)c);
+        a->large_allocated += npages << EBB_PAGE_SHIFT;
+        a->large_nmalloc++;
+    }
+    ebb_unlock(&a->heap.lock);
+    if (s == NULL)
+        return NULL;
+    void *p = (void *)ebb_span_addr(s);
+    if (zero && !s->zeroed)
+        memset(p, 0, npages << EBB_PAGE_SHIFT);
+    return p;
+}
+
+void ebb__arena_free_large(ebb_segment_t *seg, void *p) {
+    ebb_arena_t *a = seg->arena;
+    ebb_lock(&a->heap.lock);
+    ebb_span_t *s = large_span(seg, p);
+    a->large_allocated -= (size_t)s->npages << EBB_PAGE_SHIFT;
+    a->large_nfree++;
+    ebb__heap_free(&a->heap, s);
+    ebb_unlock(&a->heap.lock);
+}
+
+size_t ebb__arena_large_usable(ebb_segment_t *seg, const void *p) {
+    /* The span cannot change under a caller that owns p. */
+    return (size_t)large_span(seg, p)->npages << EBB_PAGE_SHIFT;
+}
+
+bool ebb__arena_large_resize(ebb_segment_t *seg, void *p, size_t size) {
+    if (size > EBB_LARGE_MAX)
+        return false;
+    unsigned c = large_class(size);
+    size_t npages = ebb__classes[c].slab_pages;
+    ebb_arena_t *a = seg->arena;
+    ebb_lock(&a->heap.lock);
+    ebb_span_t *s = large_span(seg, p);
+    size_t old = s->npages;
+    if (npages < old)
+        ebb__heap_shrink(&a->heap, s, npages);
+    else if (npages > old)
+        ebb__heap_grow(&a->heap, s, npages);
+    bool ok = s->npages == npages;
+    if (ok) {
+        seg->page_class[s->first] = (uint8_t)c;
+        a->large_allocated -= old << EBB_PAGE_SHIFT;
+        a->large_allocated += npages << EBB_PAGE_SHIFT;
+    }
+    ebb_unlock(&a->heap.lock);
+    return ok;
+}
+
+size_t ebb__arena_purge(ebb_arena_t *a, uint64_t cutoff_ns) {
+    ebb_lock(&a->heap.lock);
+    size_t n = ebb__heap_purge(&a->heap, cutoff_ns);
+    ebb_unlock(&a->heap.lock);
+    return n;
+}
+
+/* ---- fork -------------------------------------------------------------- */
+/* Every lock, in the global order, so no other thread holds one at fork. */
+void ebb__arenas_prefork(void) {
+    ebb_lock(&arenas_lock);
+    for (unsigned i = 0; i < EBB_MAX_ARENAS; i++) {
+        ebb_arena_t *a = ebb__arenas[i];
+        if (a == NULL)
+            continue;
+        for (unsigned c = 1; c <= EBB_NSMALL; c++)
+            ebb_lock(&a->bins[c].lock);
+        ebb_lock(&a->heap.lock);
+    }
+}
+
+void ebb__arenas_postfork_parent(void) {
+    for (unsigned i = 0; i < EBB_MAX_ARENAS; i++) {
+        ebb_arena_t *a = ebb__arenas[i];
+        if (a == NULL)
+            continue;
+        ebb_unlock(&a->heap.lock);
+        for (unsigned c = 1; c <= EBB_NSMALL; c++)
+            ebb_unlock(&a->bins[c].lock);
+    }
+    ebb_unlock(&arenas_lock);
+}
+
+void ebb__arenas_postfork_child(void) {
+    for (unsigned i = 0; i < EBB_MAX_ARENAS; i++) {
+        ebb_arena_t *a = ebb__arenas[i];
+        if (a == NULL)
+            continue;
+        ebb_lock_reinit(&a->heap.lock);
+        for (unsigned c = 1; c <= EBB_NSMALL; c++)
+            ebb_lock_reinit(&a->bins[c].lock);
+    }
+    ebb_lock_reinit(&arenas_lock);
+}

@@ -1,0 +1,393 @@
+/*
+ * ebbmalloc internals: the types every module shares and the ebb__ functions
+ * they call in one another. Public API: include/ebbmalloc.h.
+ *
+ * Glossary
+ *   page      EBB_PAGE bytes, the unit of the page heap and of purging.
+ *   segment   EBB_SEG bytes, aligned to EBB_SEG, owned by one arena. Its first
+ *             EBB_SEG_HDR_PAGES pages hold the segment header (page maps); the
+ *             rest is cut into spans. ptr -> segment is one mask.
+ *   span      a run of pages in a segment: free, a slab, or one large object.
+ *             Described by an ebb_span_t that lives in metadata (base.c).
+ *   slab      a span cut into objects of one small size class; a bitmap in
+ *             its span records which objects are free.
+ *   class     a size class; 1..EBB_NSMALL are slab classes, the rest up to
+ *             EBB_NCLASSES-1 are large classes (whole spans); 0 = none.
+ *   bin       the per-arena, per-class set of slabs (lock + non-full list).
+ *   arena     bins + a page heap (free spans, segments); a capped number of
+ *             them; each thread is attached to one.
+ *   tcache    a thread's cache: per class a singly linked free list threaded
+ *             through the cached objects; the lock-free fast path.
+ *   huge      an object larger than EBB_LARGE_MAX in a mapping of its own,
+ *             laid out like a segment so the same mask finds its header.
+ *   base      the metadata allocator (spans, arenas, thread caches).
+ */
+#ifndef EBB_INTERNAL_H
+#define EBB_INTERNAL_H
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "ebbmalloc.h"
+#include "os.h"
+
+/* ---- compiler helpers ---------------------------------------------- */
+#define ebb_likely(x) __builtin_expect(!!(x), 1)
+#define ebb_unlikely(x) __builtin_expect(!!(x), 0)
+#define EBB_INLINE static inline __attribute__((always_inline))
+#define EBB_NOINLINE __attribute__((noinline))
+#define EBB_CACHELINE 64
+#if defined(__x86_64__) || defined(__i386__)
+#define EBB_CPU_RELAX() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define EBB_CPU_RELAX() __asm__ __volatile__("yield" ::: "memory")
+#else
+#define EBB_CPU_RELAX() __asm__ __volatile__("" ::: "memory")
+#endif
+#define EBB_ALIGNED(n) __attribute__((aligned(n)))
+
+#ifdef EBB_DEBUG
+static const bool ebb_config_debug = true;
+#else
+static const bool ebb_config_debug = false;
+#endif
+
+/* Graded assertions: EBB_CHECK stays on in release (cheap, guards memory
+ * safety); EBB_DASSERT only in debug builds (still compiled, cannot rot). */
+#define EBB_CHECK(cond, msg)                                                   \
+    do {                                                                       \
+        if (ebb_unlikely(!(cond)))                                             \
+            ebb__os_fatal(msg);                                                \
+    } while (0)
+#define EBB_DASSERT(cond)                                                      \
+    do {                                                                       \
+        if (ebb_config_debug && ebb_unlikely(!(cond)))                         \
+            ebb__os_fatal("assertion failed: " #cond " at " __FILE__);         \
+    } while (0)
+
+/* ---- geometry ------------------------------------------------------ */
+#define EBB_PAGE_SHIFT 12
+#define EBB_PAGE ((size_t)1 << EBB_PAGE_SHIFT)
+#define EBB_SEG_SHIFT 22
+#define EBB_SEG ((size_t)1 << EBB_SEG_SHIFT)
+#define EBB_SEG_MASK (EBB_SEG - 1)
+#define EBB_SEG_PAGES (EBB_SEG >> EBB_PAGE_SHIFT)
+#define EBB_MIN_ALIGN 16 /* alignof(max_align_t) on the supported targets */
+
+/* Size classes (size_class.c): 16..128 by 16, then four per doubling. */
+#define EBB_NSMALL 40            /* classes 1..40: slabs, up to EBB_SMALL_MAX */
+#define EBB_SMALL_MAX ((size_t)32768)
+#define EBB_NCLASSES 65          /* classes 41..64: large spans */
+#define EBB_LARGE_MAX ((size_t)2 << 20)
+#define EBB_LUT_MAX 1024         /* sizes up to this use a table lookup */
+#define EBB_SLAB_MAX_OBJS 512
+#define EBB_SLAB_WORDS (EBB_SLAB_MAX_OBJS / 64)
+
+#define EBB_MAX_ARENAS 1024
+
+EBB_INLINE size_t ebb_align_up(size_t n, size_t a) { return (n + a - 1) & ~(a - 1); }
+EBB_INLINE bool ebb_is_pow2(size_t n) { return n != 0 && (n & (n - 1)) == 0; }
+
+/* ---- locks (futex mutex: 0 free, 1 held, 2 held with waiters) ------- */
+typedef struct ebb_lock_s {
+    _Atomic uint32_t state;
+} ebb_lock_t;
+#define EBB_LOCK_INIT {0}
+
+void ebb__lock_slow(ebb_lock_t *l);
+EBB_INLINE void ebb_lock(ebb_lock_t *l) {
+    uint32_t expect = 0;
+    if (ebb_likely(atomic_compare_exchange_weak_explicit(&l->state, &expect, 1,
+                                                         memory_order_acquire,
+                                                         memory_order_relaxed)))
+        return;
+    ebb__lock_slow(l);
+}
+EBB_INLINE void ebb_unlock(ebb_lock_t *l) {
+    if (ebb_unlikely(atomic_exchange_explicit(&l->state, 0, memory_order_release) == 2))
+        ebb__os_futex_wake((volatile uint32_t *)&l->state, 1);
+}
+/* After fork in the child: only the forking thread exists. */
+EBB_INLINE void ebb_lock_reinit(ebb_lock_t *l) { atomic_store(&l->state, 0); }
+
+/* ---- size classes -------------------------------------------------- */
+typedef struct ebb_class_info_s {
+    uint32_t size;      /* object size in bytes */
+    uint32_t slab_pages;/* small: pages per slab; large: pages per object */
+    uint32_t nobjs;     /* small: objects per slab */
+    uint32_t div_magic; /* small: offset * div_magic >> 32 == offset / size */
+} ebb_class_info_t;
+
+extern ebb_class_info_t ebb__classes[EBB_NCLASSES];
+extern uint8_t ebb__class_lut[(EBB_LUT_MAX >> 4) + 1];
+
+void ebb__size_classes_init(void);
+unsigned ebb__size_class_big(size_t size); /* EBB_LUT_MAX < size <= EBB_LARGE_MAX */
+
+/* size -> class in O(1); pre: size <= EBB_LARGE_MAX. */
+EBB_INLINE unsigned ebb_size_class(size_t size) {
+    if (ebb_likely(size <= EBB_LUT_MAX))
+        return ebb__class_lut[(size + 15) >> 4];
+    return ebb__size_class_big(size);
+}
+EBB_INLINE size_t ebb_class_size(unsigned c) { return ebb__classes[c].size; }
+EBB_INLINE bool ebb_class_is_small(unsigned c) { return c - 1 < EBB_NSMALL; }
+
+/* ---- spans and segments -------------------------------------------- */
+enum { EBB_SPAN_FREE = 1, EBB_SPAN_SLAB = 2, EBB_SPAN_LARGE = 3 };
+
+typedef struct ebb_arena_s ebb_arena_t;
+typedef struct ebb_segment_s ebb_segment_t;
+
+/*
+ * A span. Invariants:
+ *   free span:  seg->spans[first] == seg->spans[last] == span; on one heap
+ *               free list; ndirty <= npages; ndirty == 0 => contents zero.
+ *   slab:       seg->spans[p] == span and seg->page_class[p] == sclass for
+ *               every page p of it; popcount(bitmap) == nfree <= nobjs; on its
+ *               bin's non-full list iff 0 < nfree and it is not bin->cur.
+ *   large:      seg->spans[first] == seg->spans[last] == span,
+ *               seg->page_class[first] == sclass.
+ */
+typedef struct ebb_span_s ebb_span_t;
+struct ebb_span_s {
+    ebb_span_t *next, *prev;  /* heap free list or bin non-full list */
+    ebb_segment_t *seg;
+    uint32_t first;           /* page index in seg */
+    uint32_t npages;
+    uint8_t kind;
+    uint8_t sclass;
+    uint8_t on_list;          /* slab: on the bin's non-full list */
+    uint8_t zeroed;           /* large: memory known to be zero at alloc */
+    uint16_t nfree;           /* slab: free objects */
+    uint16_t nobjs;           /* slab: objects in all */
+    uint32_t ndirty;          /* free: pages that may be resident */
+    uint32_t list_idx;        /* free: which heap list it is on */
+    uint64_t free_since_ns;   /* free: when it last became dirty */
+    uint64_t bitmap[EBB_SLAB_WORDS]; /* slab: bit i set = object i free */
+};
+
+/*
+ * Segment layout (EBB_SEG bytes, EBB_SEG-aligned):
+ *
+ *   +--------------------+ seg
+ *   | header: magic, kind|
+ *   | page_class[]       |  one byte a page: class of the object there (0: none)
+ *   | spans[]            |  one pointer a page: its span (see invariants)
+ *   +--------------------+ seg + EBB_SEG_HDR_PAGES * EBB_PAGE
+ *   | span | span | ...  |  slabs, large objects, free spans
+ *   +--------------------+ seg + EBB_SEG
+ *
+ * A huge object's mapping starts with the same header (kind HUGE, page_class
+ * all 0), and the object follows at seg + huge_offset, which is at most
+ * EBB_SEG, so ((p - 1) & ~EBB_SEG_MASK) finds the header for every pointer
+ * ebbmalloc returns. Only the first page of a huge header is touched.
+ */
+enum { EBB_SEG_NORMAL = 0x5e6, EBB_SEG_HUGE = 0x4a6e };
+#define EBB_SEG_MAGIC 0xebbebb5e6ebbull
+
+struct ebb_segment_s {
+    uint64_t magic;
+    uint32_t kind;
+    uint32_t huge_offset;     /* huge: object at seg + huge_offset */
+    ebb_arena_t *arena;       /* normal: owner */
+    ebb_segment_t *next, *prev; /* normal: the arena's segment list */
+    size_t huge_map_len;      /* huge: length of the mapping from huge_base */
+    void *huge_base;          /* huge: start of the mapping (<= seg) */
+    size_t huge_size;         /* huge: usable bytes */
+    uint32_t nfree_pages;     /* normal: free pages in the segment */
+    uint32_t pad;
+    uint8_t page_class[EBB_SEG_PAGES + 1];
+    ebb_span_t *spans[EBB_SEG_PAGES] EBB_ALIGNED(64);
+};
+#define EBB_SEG_HDR_PAGES ((sizeof(ebb_segment_t) + EBB_PAGE - 1) / EBB_PAGE)
+#define EBB_SEG_FIRST_PAGE EBB_SEG_HDR_PAGES
+_Static_assert(__builtin_offsetof(ebb_segment_t, page_class) + EBB_SEG_PAGES + 1 <= 4096,
+               "a huge object's header must fit in its first page");
+
+EBB_INLINE ebb_segment_t *ebb_ptr_segment(const void *p) {
+    return (ebb_segment_t *)(((uintptr_t)p - 1) & ~(uintptr_t)EBB_SEG_MASK);
+}
+EBB_INLINE size_t ebb_ptr_page(const ebb_segment_t *seg, const void *p) {
+    return ((uintptr_t)p - (uintptr_t)seg) >> EBB_PAGE_SHIFT;
+}
+EBB_INLINE uintptr_t ebb_span_addr(const ebb_span_t *s) {
+    return (uintptr_t)s->seg + ((uintptr_t)s->first << EBB_PAGE_SHIFT);
+}
+
+/* ---- page heap (page_heap.c) ---------------------------------------- */
+#define EBB_HEAP_EXACT 128 /* lists 0..127: exact page counts 1..128 */
+#define EBB_HEAP_NLISTS (EBB_HEAP_EXACT + 4)
+
+typedef struct ebb_heap_s {
+    ebb_lock_t lock;
+    ebb_span_t *lists[EBB_HEAP_NLISTS];
+    uint64_t nonempty[(EBB_HEAP_NLISTS + 63) / 64];
+    ebb_segment_t *segments;    /* all segments of the arena */
+    ebb_segment_t *spare;       /* one wholly free segment kept for reuse */
+    ebb_span_t *span_pool;      /* recycled span structs */
+    size_t nsegments;
+    size_t active_pages;        /* pages in slabs and large objects */
+    size_t free_pages;          /* pages in free spans */
+    size_t dirty_pages;         /* of those, possibly resident */
+    size_t purged_bytes;        /* cumulative */
+    size_t purge_calls;         /* cumulative */
+} ebb_heap_t;
+
+void ebb__heap_init(ebb_heap_t *h);
+/* pre: h->lock held. Returns a span of npages (kind/class set by caller via
+ * ebb__heap_mark), or NULL when out of memory. align_pages: power of two. */
+ebb_span_t *ebb__heap_alloc(ebb_heap_t *h, ebb_arena_t *a, size_t npages, size_t align_pages);
+/* pre: h->lock held. Returns span's pages to the heap, coalescing. */
+void ebb__heap_free(ebb_heap_t *h, ebb_span_t *s);
+/* pre: h->lock held. Shrink an allocated span to npages, freeing the tail. */
+void ebb__heap_shrink(ebb_heap_t *h, ebb_span_t *s, size_t npages);
+/* pre: h->lock held. Grow an allocated span in place to npages if the pages
+ * after it are free. Returns true on success. */
+bool ebb__heap_grow(ebb_heap_t *h, ebb_span_t *s, size_t npages);
+/* pre: h->lock held. Purge free spans dirty since before cutoff_ns
+ * (UINT64_MAX: all). Returns bytes purged. */
+size_t ebb__heap_purge(ebb_heap_t *h, uint64_t cutoff_ns);
+/* Set seg->spans / page_class for an allocated span. */
+void ebb__heap_mark(ebb_span_t *s, uint8_t kind, uint8_t sclass);
+bool ebb__heap_is_valid(ebb_heap_t *h);
+
+/* ---- arenas (arena.c) ---------------------------------------------- */
+typedef struct ebb_bin_s {
+    ebb_lock_t lock;
+    ebb_span_t *cur;       /* slab being carved */
+    ebb_span_t *nonfull;   /* other slabs with free objects (doubly linked) */
+    size_t nslabs;
+    size_t nout;           /* objects out of slabs (in use or in caches) */
+    uint64_t nrefills, nflushes;
+} EBB_ALIGNED(EBB_CACHELINE) ebb_bin_t;
+
+struct ebb_arena_s {
+    unsigned index;
+    _Atomic unsigned nthreads;
+    ebb_heap_t heap EBB_ALIGNED(EBB_CACHELINE);
+    size_t large_allocated;     /* bytes in large objects (heap lock) */
+    uint64_t large_nmalloc, large_nfree;
+    ebb_bin_t bins[EBB_NSMALL + 1];
+};
+
+extern ebb_arena_t *ebb__arenas[EBB_MAX_ARENAS];
+extern unsigned ebb__narenas;       /* the cap */
+extern _Atomic unsigned ebb__narenas_made;
+
+ebb_arena_t *ebb__arena_get(unsigned i); /* creates it on first use; NULL on OOM */
+ebb_arena_t *ebb__arena_choose(void);    /* the least loaded */
+/* Take up to n objects of small class c; link them into *head (NULL
+ * terminated). Returns the number taken (0: out of memory). */
+unsigned ebb__arena_refill(ebb_arena_t *a, unsigned c, void **head, unsigned n);
+/* Return a NULL-terminated list of small objects of class c to their slabs,
+ * whatever arena owns each. */
+void ebb__arena_flush(unsigned c, void *head);
+void *ebb__arena_alloc_small(ebb_arena_t *a, unsigned c);
+void ebb__arena_free_small(void *p);
+void *ebb__arena_alloc_large(ebb_arena_t *a, size_t size, size_t align, bool zero);
+void ebb__arena_free_large(ebb_segment_t *seg, void *p);
+size_t ebb__arena_large_usable(ebb_segment_t *seg, const void *p);
+/* Resize a large object in place; returns true when p now holds size bytes. */
+bool ebb__arena_large_resize(ebb_segment_t *seg, void *p, size_t size);
+size_t ebb__arena_purge(ebb_arena_t *a, uint64_t cutoff_ns);
+
+/* ---- thread caches (tcache.c) --------------------------------------- */
+typedef struct ebb_tbin_s {
+    void *head;       /* free list threaded through the objects */
+    uint32_t count;   /* objects on the list */
+    uint32_t max;     /* the list's bound; 0: never cache this class */
+    uint64_t nmalloc; /* allocations served from this class */
+} ebb_tbin_t;
+
+enum { EBB_TC_UNINIT = 0, EBB_TC_ACTIVE = 1, EBB_TC_BUSY = 2, EBB_TC_DEAD = 3 };
+
+/*
+ * Thread cache. Invariants: for every class c, count == length of the list
+ * at head, count <= max; every object on the list is of class c and
+ * counted in its bin's nout. Static placeholders (uninitialised, busy,
+ * dead) have max == 0 everywhere, so the fast paths always miss on them.
+ */
+typedef struct ebb_tcache_s ebb_tcache_t;
+struct ebb_tcache_s {
+    ebb_tbin_t bins[EBB_NCLASSES];
+    uint32_t state;
+    uint32_t ticks;
+    ebb_arena_t *arena;
+    ebb_tcache_t *next, *prev; /* registry of live caches */
+    uint64_t nlarge_malloc;    /* large and huge allocations by this thread */
+};
+
+extern __thread ebb_tcache_t *ebb__tls_tcache __attribute__((tls_model("initial-exec")));
+extern ebb_tcache_t ebb__tcache_uninit;
+
+ebb_tcache_t *ebb__tcache_get_slow(void); /* create or return a placeholder */
+void *ebb__tcache_refill_alloc(ebb_tcache_t *tc, unsigned c);
+void ebb__tcache_overflow_free(ebb_tcache_t *tc, unsigned c, void *p);
+void ebb__tcache_flush_all(ebb_tcache_t *tc);
+void ebb__tcache_thread_exit(void *tc);
+size_t ebb__tcache_cached_bytes(void);
+unsigned ebb__tcache_count(void);
+void ebb__tcache_prefork(void);
+void ebb__tcache_postfork_parent(void);
+void ebb__tcache_postfork_child(void);
+
+/* ---- huge objects (huge.c) ------------------------------------------ */
+void *ebb__huge_alloc(size_t size, size_t align, bool zero);
+void ebb__huge_free(ebb_segment_t *seg);
+void *ebb__huge_realloc(ebb_segment_t *seg, void *p, size_t size);
+extern _Atomic size_t ebb__huge_bytes, ebb__huge_count;
+
+/* ---- metadata (base.c) ---------------------------------------------- */
+/* The segment map: one bit for every EBB_SEG of the address space that holds
+ * an ebbmalloc segment header, so any pointer can be tested safely. */
+bool ebb__segmap_init(void);
+void ebb__segmap_set(const void *seg, bool on);
+bool ebb__segmap_test(const void *seg);
+size_t ebb__base_used(void);
+void *ebb__base_alloc(size_t size); /* zeroed, EBB_CACHELINE aligned; NULL on OOM */
+ebb_span_t *ebb__span_new(ebb_heap_t *h); /* pre: h->lock held */
+void ebb__span_delete(ebb_heap_t *h, ebb_span_t *s);
+extern _Atomic size_t ebb__base_mapped;
+void ebb__base_prefork(void);
+void ebb__base_postfork_parent(void);
+void ebb__base_postfork_child(void);
+
+/* ---- initialisation (init.c) ---------------------------------------- */
+extern _Atomic bool ebb__initialized;
+bool ebb__init_slow(void); /* false: could not initialise (out of memory) */
+EBB_INLINE bool ebb_init(void) {
+    return ebb_likely(atomic_load_explicit(&ebb__initialized, memory_order_acquire)) ||
+           ebb__init_slow();
+}
+extern _Atomic size_t ebb__segments_mapped; /* bytes of normal segments mapped */
+
+/* ---- messages (conf.c) ---------------------------------------------- */
+/* Format into buf without allocating: %s, %d (int), %u (unsigned),
+ * %zu (size_t), %lld, %llu, %%. Returns the length written. */
+size_t ebb__fmt(char *buf, size_t cap, const char *fmt, ...);
+/* "ebbmalloc: " + formatted text + newline, to stderr in one write. */
+void ebb__warn(const char *fmt, ...);
+
+/* ---- entry points shared by malloc.c and the override layer --------- */
+void *ebb__alloc_aligned(size_t align, size_t size, bool zero);
+
+/* ---- statistics and fork (stats.c, arena.c) -------------------------- */
+/* Per-arena figures, taken under the arena's locks one at a time. */
+typedef struct ebb_arena_figures_s {
+    size_t slab_bytes_out; /* bytes of small objects out of slabs (live or cached) */
+    size_t large_bytes;
+    size_t active_pages, free_pages, dirty_pages, nsegments;
+    size_t purged_bytes, purge_calls;
+} ebb_arena_figures_t;
+void ebb__arena_figures(ebb_arena_t *a, ebb_arena_figures_t *f);
+uint64_t ebb__class_nmalloc(unsigned c);
+void ebb__arenas_prefork(void);
+void ebb__arenas_postfork_parent(void);
+void ebb__arenas_postfork_child(void);
+
+#endif /* EBB_INTERNAL_H */

@@ -1,0 +1,263 @@
+/*
+ * The malloc family: fast paths and their slow paths.
+ *
+ * The fast paths (ebb_malloc, ebb_free) are a handful of instructions with
+ * one unlikely branch: a hit or a miss in the thread cache. They take no
+ * lock and do no atomic read-modify-write. Everything else -- the first call
+ * of a thread, initialisation, refill and flush, large and huge objects --
+ * is in noinline slow paths, so the fast paths build no stack frame.
+ */
+#include "conf.h"
+#include "internal.h"
+
+/* ---- slow paths ------------------------------------------------------- */
+static ebb_arena_t *arena_of(ebb_tcache_t *tc) {
+    return tc->arena ? tc->arena : ebb__arena_get(0);
+}
+
+static void *oom(void) {
+    errno = ENOMEM;
+    return NULL;
+}
+
+/* An object of small class c, from the cache or its arena. */
+static void *small_alloc(unsigned c) {
+    ebb_tcache_t *tc = ebb__tcache_get_slow();
+    void *p;
+    if (tc->state == EBB_TC_ACTIVE && tc->bins[c].max != 0) {
+        ebb_tbin_t *b = &tc->bins[c];
+        p = b->head;
+        if (p != NULL) {
+            b->head = *(void **)p;
+            b->count--;
+            b->nmalloc++;
+            return p;
+        }
+        p = ebb__tcache_refill_alloc(tc, c);
+    } else {
+        ebb_arena_t *a = arena_of(tc);
+        p = a ? ebb__arena_alloc_small(a, c) : NULL;
+        if (tc->state == EBB_TC_ACTIVE)
+            tc->bins[c].nmalloc++;
+    }
+    return p ? p : oom();
+}
+
+static void *large_or_huge_alloc(size_t size, size_t align, bool zero) {
+    ebb_tcache_t *tc = ebb__tcache_get_slow();
+    void *p = NULL;
+    if (size <= EBB_LARGE_MAX && align < EBB_SEG / 4) {
+        ebb_arena_t *a = arena_of(tc);
+        if (a != NULL)
+            p = ebb__arena_alloc_large(a, size, align, zero);
+    }
+    if (p == NULL)
+        p = ebb__huge_alloc(size, align, zero);
+    if (tc->state == EBB_TC_ACTIVE)
+        tc->nlarge_malloc++;
+    return p ? p : oom();
+}
+
+static EBB_NOINLINE void *malloc_slow(size_t size, bool zero) {
+    if (!ebb_init())
+        return oom();
+    if (size > EBB_SMALL_MAX)
+        return large_or_huge_alloc(size, 0, zero);
+    void *p = small_alloc(ebb_size_class(size));
+    if (p != NULL && zero)
+        memset(p, 0, size);
+    return p;
+}
+
+static EBB_NOINLINE void free_slow(void *p, ebb_segment_t *seg, unsigned c) {
+    if (c == 0) {
+        EBB_CHECK(seg->magic == EBB_SEG_MAGIC && seg->kind == EBB_SEG_HUGE &&
+                      (char *)p == (char *)seg + seg->huge_offset,
+                  "free(): invalid pointer");
+        ebb__huge_free(seg);
+        return;
+    }
+    if (c > EBB_NSMALL) {
+        ebb__arena_free_large(seg, p);
+        return;
+    }
+    ebb_tcache_t *tc = ebb__tcache_get_slow();
+    if (tc->state == EBB_TC_ACTIVE && tc->bins[c].max != 0) {
+        ebb_tbin_t *b = &tc->bins[c];
+        if (b->count < b->max) { /* the thread's first call */
+            *(void **)p = b->head;
+            b->head = p;
+            b->count++;
+        } else {
+            ebb__tcache_overflow_free(tc, c, p);
+        }
+        return;
+    }
+    ebb__arena_free_small(p);
+}
+
+/* ---- fast paths ------------------------------------------------------- */
+EBB_EXPORT void *ebb_malloc(size_t size) {
+    if (ebb_likely(size <= EBB_SMALL_MAX)) {
+        ebb_tbin_t *b = &ebb__tls_tcache->bins[ebb_size_class(size)];
+        void *p = b->head;
+        if (ebb_likely(p != NULL)) {
+            b->head = *(void **)p;
+            b->count--;
+            b->nmalloc++;
+            return p;
+        }
+    }
+    return malloc_slow(size, false);
+}
+
+EBB_EXPORT void ebb_free(void *p) {
+    if (ebb_unlikely(p == NULL))
+        return;
+    ebb_segment_t *seg = ebb_ptr_segment(p);
+    unsigned c = seg->page_class[ebb_ptr_page(seg, p)];
+    ebb_tbin_t *b = &ebb__tls_tcache->bins[c];
+    if (ebb_likely(b->count < b->max)) {
+        *(void **)p = b->head;
+        b->head = p;
+        b->count++;
+        return;
+    }
+    free_slow(p, seg, c);
+}
+
+/* ---- the rest of the family ------------------------------------------- */
+EBB_EXPORT void *ebb_calloc(size_t count, size_t size) {
+    size_t total;
+    if (ebb_unlikely(__builtin_mul_overflow(count, size, &total)))
+        return oom();
+    if (ebb_likely(total <= EBB_SMALL_MAX)) {
+        void *p = ebb_malloc(total);
+        if (ebb_likely(p != NULL))
+            memset(p, 0, total);
+        return p;
+    }
+    return malloc_slow(total, true);
+}
+
+EBB_EXPORT size_t ebb_usable_size(const void *p) {
+    if (p == NULL)
+        return 0;
+    ebb_segment_t *seg = ebb_ptr_segment(p);
+    unsigned c = seg->page_class[ebb_ptr_page(seg, p)];
+    if (c != 0 && c <= EBB_NSMALL)
+        return ebb_class_size(c);
+    if (c != 0)
+        return ebb__arena_large_usable(seg, p);
+    EBB_CHECK(seg->magic == EBB_SEG_MAGIC && seg->kind == EBB_SEG_HUGE,
+              "malloc_usable_size(): invalid pointer");
+    return seg->huge_size;
+}
+
+EBB_EXPORT void *ebb_realloc(void *p, size_t size) {
+    if (p == NULL)
+        return ebb_malloc(size);
+    if (size == 0) { /* glibc: frees and returns NULL */
+        ebb_free(p);
+        return NULL;
+    }
+    ebb_segment_t *seg = ebb_ptr_segment(p);
+    unsigned c = seg->page_class[ebb_ptr_page(seg, p)];
+    size_t old = ebb_usable_size(p);
+    if (c != 0 && c <= EBB_NSMALL) {
+        /* Same class, or a shrink that wastes at most half: stay. */
+        if (size <= old && (size > old / 2 || old <= 16))
+            return p;
+    } else if (c != 0) {
+        if (size > EBB_SMALL_MAX && size <= EBB_LARGE_MAX &&
+            ebb__arena_large_resize(seg, p, size))
+            return p;
+    } else if (size > EBB_LARGE_MAX) {
+        void *q = ebb__huge_realloc(seg, p, size);
+        if (q != NULL)
+            return q;
+    }
+    void *q = ebb_malloc(size);
+    if (q == NULL)
+        return NULL; /* errno is ENOMEM; p is untouched */
+    memcpy(q, p, old < size ? old : size);
+    ebb_free(p);
+    return q;
+}
+
+void *ebb__alloc_aligned(size_t align, size_t size, bool zero) {
+    if (align <= EBB_MIN_ALIGN)
+        return zero ? ebb_calloc(1, size) : ebb_malloc(size);
+    if (!ebb_init())
+        return oom();
+    if (size > PTRDIFF_MAX || align > PTRDIFF_MAX / 2 + 1)
+        return oom();
+    if (align <= EBB_PAGE && size <= EBB_SMALL_MAX) {
+        /* Slabs start on a page, so objects of a class whose size is a
+         * multiple of align are aligned to it. */
+        unsigned c = ebb_size_class(size > align ? size : align);
+        while (c <= EBB_NSMALL && ebb_class_size(c) % align != 0)
+            c++;
+        if (c <= EBB_NSMALL) {
+            void *p = small_alloc(c);
+            if (p != NULL && zero)
+                memset(p, 0, size);
+            return p;
+        }
+    }
+    if (size == 0)
+        size = 1;
+    return large_or_huge_alloc(size, align, zero);
+}
+
+EBB_EXPORT void *ebb_aligned_alloc(size_t align, size_t size) {
+    if (!ebb_is_pow2(align)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    return ebb__alloc_aligned(align, size, false);
+}
+
+EBB_EXPORT int ebb_posix_memalign(void **out, size_t align, size_t size) {
+    if (align < sizeof(void *) || !ebb_is_pow2(align))
+        return EINVAL;
+    int saved = errno;
+    void *p = ebb__alloc_aligned(align, size, false);
+    errno = saved;
+    if (p == NULL)
+        return ENOMEM;
+    *out = p;
+    return 0;
+}
+
+EBB_EXPORT bool ebb_owns(const void *p) {
+    if (p == NULL || !atomic_load_explicit(&ebb__initialized, memory_order_acquire))
+        return false;
+    ebb_segment_t *seg = ebb_ptr_segment(p);
+    if (!ebb__segmap_test(seg) || seg->magic != EBB_SEG_MAGIC)
+        return false;
+    if (seg->kind == EBB_SEG_HUGE)
+        return (const char *)p >= (const char *)seg + seg->huge_offset &&
+               (const char *)p < (const char *)seg + seg->huge_offset + seg->huge_size;
+    size_t page = ebb_ptr_page(seg, p);
+    return page >= EBB_SEG_FIRST_PAGE && page < EBB_SEG_PAGES && seg->spans[page] != NULL &&
+           seg->spans[page]->kind != EBB_SPAN_FREE;
+}
+
+EBB_EXPORT const char *ebb_version(void) { return EBB_VERSION_STRING; }
+
+/* ---- the standard names ----------------------------------------------- */
+#ifndef EBB_NO_OVERRIDE
+#define EBB_ALIAS(target) __attribute__((alias(#target), used, visibility("default")))
+void *malloc(size_t size) EBB_ALIAS(ebb_malloc);
+void free(void *p) EBB_ALIAS(ebb_free);
+void *calloc(size_t n, size_t size) EBB_ALIAS(ebb_calloc);
+void *realloc(void *p, size_t size) EBB_ALIAS(ebb_realloc);
+size_t malloc_usable_size(void *p) EBB_ALIAS(ebb_usable_size);
+int posix_memalign(void **out, size_t align, size_t size) EBB_ALIAS(ebb_posix_memalign);
+/* glibc's internal names, for programs that call them directly. */
+void *__libc_malloc(size_t size) EBB_ALIAS(ebb_malloc);
+void __libc_free(void *p) EBB_ALIAS(ebb_free);
+void *__libc_calloc(size_t n, size_t size) EBB_ALIAS(ebb_calloc);
+void *__libc_realloc(void *p, size_t size) EBB_ALIAS(ebb_realloc);
+#endif

@@ -1,0 +1,310 @@
+/*
+ * Linux implementation of os.h. Every system call ebbmalloc makes is here.
+ */
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <sys/auxv.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#ifndef PR_SET_VMA
+#define PR_SET_VMA 0x53564d41
+#define PR_SET_VMA_ANON_NAME 0
+#endif
+
+extern char **environ;
+
+static void *map_raw(size_t len) {
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                   -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+void *ebb__os_map_aligned(size_t len, size_t align, size_t offset) {
+    int saved = errno;
+    /* Fast try: the kernel hands out addresses top-down next to the previous
+     * mapping, so a plain mapping is often aligned already. */
+    if (offset == 0 && align == EBB_SEG) {
+        void *p = map_raw(len);
+        if (p == NULL)
+            goto oom;
+        if (((uintptr_t)p & (align - 1)) == 0)
+            return p;
+        munmap(p, len);
+    }
+    if (len > SIZE_MAX - align - EBB_SEG)
+        goto oom;
+    size_t over = len + align;
+    char *raw = map_raw(over);
+    if (raw == NULL)
+        goto oom;
+    uintptr_t m = (((uintptr_t)raw + offset + align - 1) & ~(uintptr_t)(align - 1)) - offset;
+    if (m < (uintptr_t)raw)
+        m += align;
+    size_t head = m - (uintptr_t)raw;
+    size_t tail = over - head - len;
+    if (head)
+        munmap(raw, head);
+    if (tail)
+        munmap((char *)m + len, tail);
+    errno = saved;
+    return (void *)m;
+oom:
+    errno = ENOMEM;
+    return NULL;
+}
+
+int ebb__os_unmap(void *addr, size_t len) { return munmap(addr, len) == 0 ? 0 : errno; }
+
+int ebb__os_purge(void *addr, size_t len) {
+    int saved = errno;
+    int r = madvise(addr, len, MADV_DONTNEED) == 0 ? 0 : errno;
+    errno = saved;
+    return r;
+}
+
+int ebb__os_remap_inplace(void *addr, size_t old_len, size_t new_len) {
+    int saved = errno;
+    void *p = mremap(addr, old_len, new_len, 0);
+    int r = p == MAP_FAILED ? errno : 0;
+    errno = saved;
+    return r;
+}
+
+void *ebb__os_remap_aligned(void *addr, size_t old_len, size_t new_len, size_t align,
+                            size_t offset) {
+    int saved = errno;
+    /* Reserve an aligned range, then move the mapping over it. */
+    void *target = ebb__os_map_aligned(new_len, align, offset);
+    if (target == NULL)
+        return NULL;
+    void *p = mremap(addr, old_len, new_len, MREMAP_MAYMOVE | MREMAP_FIXED, target);
+    if (p == MAP_FAILED) {
+        munmap(target, new_len);
+        errno = saved;
+        return NULL;
+    }
+    errno = saved;
+    return p;
+}
+
+void ebb__os_name(void *addr, size_t len, const char *name) {
+    int saved = errno;
+    (void)prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, (unsigned long)addr, len, (unsigned long)name);
+    errno = saved;
+}
+
+/* ---- CPUs -------------------------------------------------------------- */
+static unsigned affinity_cpus(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) != 0)
+        return 0;
+    return (unsigned)CPU_COUNT(&set);
+}
+
+/* Read a small file into buf (NUL-terminated); returns length or -1. */
+static long read_small(const char *path, char *buf, size_t cap) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    long n = read(fd, buf, cap - 1);
+    close(fd);
+    if (n < 0)
+        return -1;
+    buf[n] = '\0';
+    return n;
+}
+
+static const char *parse_ll(const char *s, long long *out) {
+    bool neg = false;
+    long long v = 0;
+    while (*s == ' ' || *s == '\t')
+        s++;
+    if (*s == '-') {
+        neg = true;
+        s++;
+    }
+    if (*s < '0' || *s > '9')
+        return NULL;
+    while (*s >= '0' && *s <= '9') {
+        if (v > (INT64_MAX - 9) / 10)
+            return NULL;
+        v = v * 10 + (*s++ - '0');
+    }
+    *out = neg ? -v : v;
+    return s;
+}
+
+unsigned ebb__os_cpu_quota_to_cpus(long long quota, long long period) {
+    if (quota <= 0 || period <= 0)
+        return 0;
+    long long n = (quota + period - 1) / period;
+    return n > 65536 ? 65536 : (unsigned)n;
+}
+
+unsigned ebb__os_parse_cpu_max(const char *text) {
+    long long quota, period;
+    const char *s = text;
+    while (*s == ' ')
+        s++;
+    if (strncmp(s, "max", 3) == 0)
+        return 0;
+    s = parse_ll(s, &quota);
+    if (s == NULL || parse_ll(s, &period) == NULL)
+        return 0;
+    return ebb__os_cpu_quota_to_cpus(quota, period);
+}
+
+/* The cgroup path of this process for a controller: v2 ("0::/path") when
+ * controller is NULL, else the v1 line naming the controller. */
+static bool cgroup_path(const char *controller, char *out, size_t cap) {
+    char buf[4096];
+    if (read_small("/proc/self/cgroup", buf, sizeof(buf)) < 0)
+        return false;
+    for (char *line = buf; *line;) {
+        char *end = strchr(line, '\n');
+        if (end)
+            *end = '\0';
+        char *c1 = strchr(line, ':');
+        char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        if (c2) {
+            bool match;
+            if (controller == NULL) {
+                match = c1 == line + 1 && line[0] == '0' && c2 == c1 + 1;
+            } else {
+                match = false;
+                size_t cl = strlen(controller);
+                for (char *t = c1 + 1; t < c2;) {
+                    char *comma = memchr(t, ',', (size_t)(c2 - t));
+                    char *te = comma ? comma : c2;
+                    if ((size_t)(te - t) == cl && memcmp(t, controller, cl) == 0)
+                        match = true;
+                    t = te + 1;
+                }
+            }
+            if (match && strlen(c2 + 1) < cap) {
+                strcpy(out, c2 + 1);
+                return true;
+            }
+        }
+        if (!end)
+            break;
+        line = end + 1;
+    }
+    return false;
+}
+
+static size_t join(char *dst, size_t cap, const char *a, const char *b, const char *c) {
+    return ebb__fmt(dst, cap, "%s%s%s", a, b, c);
+}
+
+unsigned ebb__os_cgroup_cpu_limit(void) {
+    char rel[1024], path[1400], buf[128];
+    /* cgroup v2: the process's own cgroup, then its ancestors (a limit set on
+     * a parent binds too); the smallest wins. */
+    unsigned best = 0;
+    if (cgroup_path(NULL, rel, sizeof(rel))) {
+        for (;;) {
+            join(path, sizeof(path), "/sys/fs/cgroup", rel, strcmp(rel, "/") ? "/cpu.max" : "cpu.max");
+            if (read_small(path, buf, sizeof(buf)) > 0) {
+                unsigned n = ebb__os_parse_cpu_max(buf);
+                if (n && (!best || n < best))
+                    best = n;
+            }
+            char *slash = strrchr(rel, '/');
+            if (slash == NULL || strcmp(rel, "/") == 0)
+                break;
+            slash[slash == rel ? 1 : 0] = '\0'; /* "/a" -> "/", "/a/b" -> "/a" */
+        }
+        if (best)
+            return best;
+    }
+    /* cgroup v1: cpu controller's quota and period. */
+    if (cgroup_path("cpu", rel, sizeof(rel))) {
+        static const char *const roots[] = {"/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpu,cpuacct"};
+        for (size_t r = 0; r < 2; r++) {
+            long long quota, period;
+            join(path, sizeof(path), roots[r], rel, "/cpu.cfs_quota_us");
+            if (read_small(path, buf, sizeof(buf)) <= 0 || !parse_ll(buf, &quota))
+                continue;
+            join(path, sizeof(path), roots[r], rel, "/cpu.cfs_period_us");
+            if (read_small(path, buf, sizeof(buf)) <= 0 || !parse_ll(buf, &period))
+                continue;
+            return ebb__os_cpu_quota_to_cpus(quota, period);
+        }
+    }
+    return 0;
+}
+
+unsigned ebb__os_ncpus(void) {
+    int saved = errno;
+    unsigned n = affinity_cpus();
+    if (n == 0) {
+        long c = sysconf(_SC_NPROCESSORS_ONLN);
+        n = c > 0 ? (unsigned)c : 1;
+    }
+    unsigned q = ebb__os_cgroup_cpu_limit();
+    if (q && q < n)
+        n = q;
+    errno = saved;
+    return n ? n : 1;
+}
+
+/* ---- environment and messages ------------------------------------------ */
+const char *ebb__os_getenv(const char *name) {
+    size_t len = strlen(name);
+    if (environ == NULL)
+        return NULL;
+    for (char **e = environ; *e; e++)
+        if (strncmp(*e, name, len) == 0 && (*e)[len] == '=')
+            return *e + len + 1;
+    return NULL;
+}
+
+bool ebb__os_secure(void) { return getauxval(AT_SECURE) != 0; }
+
+void ebb__os_write_err(const char *buf, size_t len) {
+    int saved = errno;
+    while (len > 0) {
+        ssize_t n = write(STDERR_FILENO, buf, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        buf += n;
+        len -= (size_t)n;
+    }
+    errno = saved;
+}
+
+uint64_t ebb__os_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void ebb__os_futex_wait(volatile uint32_t *addr, uint32_t val) {
+    int saved = errno;
+    syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
+    errno = saved;
+}
+
+void ebb__os_futex_wake(volatile uint32_t *addr, int n) {
+    int saved = errno;
+    syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
+    errno = saved;
+}
+
+void ebb__os_yield(void) { sched_yield(); }
+
+void ebb__os_fatal(const char *msg) {
+    ebb__warn("fatal: %s", msg);
+    abort();
+}

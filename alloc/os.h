@@ -1,0 +1,87 @@
+/*
+ * The only contact between ebbmalloc and the operating system.
+ *
+ * Contract for every function here:
+ *  - none allocates memory, uses stdio, or calls a locale-dependent function;
+ *  - none may be called with an allocator lock held unless it says so (all
+ *    are plain system calls and may be);
+ *  - addresses and lengths marked "page-aligned" must be multiples of
+ *    EBB_PAGE; the result of passing anything else is undefined.
+ * os.c is the Linux implementation; no other file includes <sys/mman.h>,
+ * <linux/futex.h> or reads /proc or /sys.
+ */
+#ifndef EBB_OS_H
+#define EBB_OS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Map len bytes of fresh zeroed read-write memory at an address m such that
+ * (m + offset) % align == 0 and m % EBB_SEG == 0.
+ * pre: len page-aligned; align a power of two >= EBB_SEG; offset < align and
+ *      a multiple of EBB_SEG (or 0).
+ * Returns NULL when the OS refuses (errno is then left as ENOMEM). */
+void *ebb__os_map_aligned(size_t len, size_t align, size_t offset);
+
+/* Unmap. pre: addr, len page-aligned. Returns 0 or an errno. */
+int ebb__os_unmap(void *addr, size_t len);
+
+/* Give the pages back to the OS; their contents read as zero afterwards
+ * (MADV_DONTNEED on private anonymous memory). pre: page-aligned.
+ * Returns 0 or an errno. */
+int ebb__os_purge(void *addr, size_t len);
+
+/* Resize a mapping in place (never moves). pre: page-aligned.
+ * Returns 0 or an errno (ENOMEM when the following range is taken). */
+int ebb__os_remap_inplace(void *addr, size_t old_len, size_t new_len);
+
+/* Move a mapping to a new address m with (m + offset) % align == 0 and
+ * m % EBB_SEG == 0, changing its length; page tables move, data is not
+ * copied. Returns the new address or NULL (the old mapping is then intact). */
+void *ebb__os_remap_aligned(void *addr, size_t old_len, size_t new_len, size_t align,
+                            size_t offset);
+
+/* Attach a name to an anonymous mapping where the kernel supports it
+ * (shows as [anon:NAME] in /proc/PID/maps); silently does nothing elsewhere. */
+void ebb__os_name(void *addr, size_t len, const char *name);
+
+/* The number of CPUs this process may really use: the affinity mask, capped
+ * by a cgroup CPU quota (v2 cpu.max, or v1 cpu.cfs_quota_us/period), rounded
+ * up; at least 1. */
+unsigned ebb__os_ncpus(void);
+
+/* Read the cgroup quota alone: returns 0 when there is none, else the
+ * number of CPUs the quota allows, rounded up. For tests. */
+unsigned ebb__os_cgroup_cpu_limit(void);
+
+/* Parse a cgroup CPU quota: "max 100000" / "150000 100000" (v2 cpu.max) or
+ * quota and period given separately (v1; quota -1 = none). Returns CPUs
+ * rounded up, 0 for no limit or unparsable text. Pure; for tests. */
+unsigned ebb__os_parse_cpu_max(const char *text);
+unsigned ebb__os_cpu_quota_to_cpus(long long quota, long long period);
+
+/* Value of an environment variable without allocating, or NULL. */
+const char *ebb__os_getenv(const char *name);
+
+/* True when the process runs with elevated privileges (setuid/setgid);
+ * the environment is then not trusted. */
+bool ebb__os_secure(void);
+
+/* Write all of buf to standard error; errors are ignored. */
+void ebb__os_write_err(const char *buf, size_t len);
+
+/* Monotonic clock in nanoseconds. */
+uint64_t ebb__os_now_ns(void);
+
+/* Futex wait while *addr == val / wake up to n waiters. */
+void ebb__os_futex_wait(volatile uint32_t *addr, uint32_t val);
+void ebb__os_futex_wake(volatile uint32_t *addr, int n);
+
+/* Yield the CPU for a spin loop that is taking long. */
+void ebb__os_yield(void);
+
+/* Abort the process after writing msg to standard error. */
+__attribute__((noreturn)) void ebb__os_fatal(const char *msg);
+
+#endif /* EBB_OS_H */

@@ -1,0 +1,355 @@
+/*
+ * The page heap of one arena: its segments, and the free spans in them,
+ * coalesced with their neighbours on free and kept in lists by size
+ * (exact lists for 1..EBB_HEAP_EXACT pages, then power-of-two buckets
+ * searched best-fit). A bitmap of non-empty lists makes the search O(1) in
+ * the common case. All functions need h->lock.
+ *
+ * A free span remembers how many of its pages may still be resident
+ * (ndirty) and since when; ebb__heap_purge() hands those back to the OS.
+ * One wholly free segment is kept as a spare; further ones are unmapped, so
+ * a program that frees everything does not keep its peak mapped.
+ */
+#include "internal.h"
+
+#define SEG_USABLE (EBB_SEG_PAGES - EBB_SEG_FIRST_PAGE)
+
+_Atomic size_t ebb__segments_mapped;
+
+static unsigned list_index(size_t npages) {
+    if (npages <= EBB_HEAP_EXACT)
+        return (unsigned)npages - 1;
+    unsigned lg = (unsigned)(63 - __builtin_clzll(npages)); /* >= 7 */
+    unsigned idx = EBB_HEAP_EXACT + lg - 7;
+    return idx < EBB_HEAP_NLISTS ? idx : EBB_HEAP_NLISTS - 1;
+}
+
+static void list_insert(ebb_heap_t *h, ebb_span_t *s) {
+    unsigned i = list_index(s->npages);
+    s->list_idx = i;
+    s->prev = NULL;
+    s->next = h->lists[i];
+    if (s->next)
+        s->next->prev = s;
+    h->lists[i] = s;
+    h->nonempty[i / 64] |= 1ull << (i % 64);
+    h->free_pages += s->npages;
+    h->dirty_pages += s->ndirty;
+}
+
+static void list_remove(ebb_heap_t *h, ebb_span_t *s) {
+    unsigned i = s->list_idx;
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        h->lists[i] = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    if (h->lists[i] == NULL)
+        h->nonempty[i / 64] &= ~(1ull << (i % 64));
+    s->next = s->prev = NULL;
+    h->free_pages -= s->npages;
+    h->dirty_pages -= s->ndirty;
+}
+
+/* First non-empty list at or after i, or EBB_HEAP_NLISTS. */
+static unsigned next_nonempty(const ebb_heap_t *h, unsigned i) {
+    for (unsigned w = i / 64; w < (EBB_HEAP_NLISTS + 63) / 64; w++) {
+        uint64_t bits = h->nonempty[w];
+        if (w == i / 64)
+            bits &= ~0ull << (i % 64);
+        if (bits)
+            return w * 64 + (unsigned)__builtin_ctzll(bits);
+    }
+    return EBB_HEAP_NLISTS;
+}
+
+static void set_bounds(ebb_span_t *s) {
+    s->seg->spans[s->first] = s;
+    s->seg->spans[s->first + s->npages - 1] = s;
+}
+
+static ebb_span_t *find_fit(ebb_heap_t *h, size_t npages) {
+    for (unsigned i = next_nonempty(h, list_index(npages)); i < EBB_HEAP_NLISTS;
+         i = next_nonempty(h, i + 1)) {
+        if (i < EBB_HEAP_EXACT)
+            return h->lists[i]; /* every span here is large enough */
+        ebb_span_t *best = NULL;
+        for (ebb_span_t *s = h->lists[i]; s; s = s->next)
+            if (s->npages >= npages && (!best || s->npages < best->npages ||
+                                        (s->npages == best->npages && s < best)))
+                best = s;
+        if (best)
+            return best;
+    }
+    return NULL;
+}
+
+static ebb_segment_t *segment_new(ebb_heap_t *h, ebb_arena_t *a) {
+    ebb_span_t *s = ebb__span_new(h);
+    if (s == NULL)
+        return NULL;
+    ebb_segment_t *seg = ebb__os_map_aligned(EBB_SEG, EBB_SEG, 0);
+    if (seg == NULL) {
+        ebb__span_delete(h, s);
+        return NULL;
+    }
+    ebb__os_name(seg, EBB_SEG, "ebbmalloc");
+    ebb__segmap_set(seg, true);
+    seg->magic = EBB_SEG_MAGIC;
+    seg->kind = EBB_SEG_NORMAL;
+    seg->arena = a;
+    seg->next = h->segments;
+    if (h->segments)
+        h->segments->prev = seg;
+    h->segments = seg;
+    h->nsegments++;
+    atomic_fetch_add_explicit(&ebb__segments_mapped, EBB_SEG, memory_order_relaxed);
+    s->seg = seg;
+    s->first = EBB_SEG_FIRST_PAGE;
+    s->npages = SEG_USABLE;
+    s->kind = EBB_SPAN_FREE;
+    s->ndirty = 0; /* fresh from the OS: zero */
+    set_bounds(s);
+    list_insert(h, s);
+    seg->nfree_pages = SEG_USABLE;
+    return seg;
+}
+
+static void segment_release(ebb_heap_t *h, ebb_span_t *whole) {
+    ebb_segment_t *seg = whole->seg;
+    list_remove(h, whole);
+    ebb__span_delete(h, whole);
+    if (seg->prev)
+        seg->prev->next = seg->next;
+    else
+        h->segments = seg->next;
+    if (seg->next)
+        seg->next->prev = seg->prev;
+    h->nsegments--;
+    atomic_fetch_sub_explicit(&ebb__segments_mapped, EBB_SEG, memory_order_relaxed);
+    ebb__segmap_set(seg, false);
+    ebb__os_unmap(seg, EBB_SEG);
+}
+
+/* Cut s (free, off-list) to its first npages; the rest becomes a free span. */
+static bool split_front(ebb_heap_t *h, ebb_span_t *s, size_t npages) {
+    if (s->npages == npages)
+        return true;
+    ebb_span_t *r = ebb__span_new(h);
+    if (r == NULL)
+        return false;
+    r->seg = s->seg;
+    r->first = s->first + (uint32_t)npages;
+    r->npages = s->npages - (uint32_t)npages;
+    r->kind = EBB_SPAN_FREE;
+    r->ndirty = s->ndirty < r->npages ? s->ndirty : r->npages;
+    r->free_since_ns = s->free_since_ns;
+    s->npages = (uint32_t)npages;
+    if (s->ndirty > npages)
+        s->ndirty = (uint32_t)npages;
+    set_bounds(r);
+    set_bounds(s);
+    list_insert(h, r);
+    return true;
+}
+
+ebb_span_t *ebb__heap_alloc(ebb_heap_t *h, ebb_arena_t *a, size_t npages, size_t align_pages) {
+    size_t want = npages + align_pages - 1;
+    if (want > SEG_USABLE)
+        return NULL;
+    ebb_span_t *s = find_fit(h, want);
+    if (s == NULL) {
+        if (segment_new(h, a) == NULL)
+            return NULL;
+        s = find_fit(h, want);
+        if (s == NULL)
+            return NULL;
+    }
+    list_remove(h, s);
+    if (s->seg == h->spare)
+        h->spare = NULL;
+    s->seg->nfree_pages -= s->npages;
+    if (align_pages > 1) {
+        uintptr_t addr = ebb_span_addr(s);
+        size_t lead = (ebb_align_up(addr, align_pages * EBB_PAGE) - addr) >> EBB_PAGE_SHIFT;
+        if (lead) {
+            /* Give the leading pages back as a free span of their own. */
+            ebb_span_t *body = ebb__span_new(h);
+            if (body == NULL) {
+                s->seg->nfree_pages += s->npages;
+                list_insert(h, s);
+                return NULL;
+            }
+            *body = *s;
+            body->first = s->first + (uint32_t)lead;
+            body->npages = s->npages - (uint32_t)lead;
+            body->ndirty = s->ndirty < body->npages ? s->ndirty : body->npages;
+            s->npages = (uint32_t)lead;
+            if (s->ndirty > lead)
+                s->ndirty = (uint32_t)lead;
+            set_bounds(s);
+            set_bounds(body);
+            list_insert(h, s);
+            s->seg->nfree_pages += s->npages;
+            s = body;
+        }
+    }
+    uint32_t before = s->npages;
+    if (!split_front(h, s, npages)) {
+        s->seg->nfree_pages += s->npages;
+        list_insert(h, s);
+        return NULL;
+    }
+    s->seg->nfree_pages += before - s->npages;
+    s->zeroed = s->ndirty == 0;
+    h->active_pages += s->npages;
+    return s;
+}
+
+void ebb__heap_mark(ebb_span_t *s, uint8_t kind, uint8_t sclass) {
+    ebb_segment_t *seg = s->seg;
+    s->kind = kind;
+    s->sclass = sclass;
+    if (kind == EBB_SPAN_SLAB) {
+        for (uint32_t p = s->first; p < s->first + s->npages; p++) {
+            seg->spans[p] = s;
+            seg->page_class[p] = sclass;
+        }
+    } else {
+        set_bounds(s);
+        seg->page_class[s->first] = sclass;
+    }
+}
+
+void ebb__heap_free(ebb_heap_t *h, ebb_span_t *s) {
+    ebb_segment_t *seg = s->seg;
+    EBB_DASSERT(s->kind == EBB_SPAN_SLAB || s->kind == EBB_SPAN_LARGE);
+    h->active_pages -= s->npages;
+    if (s->kind == EBB_SPAN_SLAB)
+        memset(&seg->page_class[s->first], 0, s->npages);
+    else
+        seg->page_class[s->first] = 0;
+    seg->nfree_pages += s->npages;
+    s->kind = EBB_SPAN_FREE;
+    s->sclass = 0;
+    s->ndirty = s->npages;
+    s->free_since_ns = ebb__os_now_ns();
+    /* Coalesce with the free neighbours. */
+    if (s->first > EBB_SEG_FIRST_PAGE) {
+        ebb_span_t *p = seg->spans[s->first - 1];
+        if (p && p->kind == EBB_SPAN_FREE) {
+            list_remove(h, p);
+            p->npages += s->npages;
+            p->ndirty += s->ndirty;
+            p->free_since_ns = s->free_since_ns;
+            ebb__span_delete(h, s);
+            s = p;
+        }
+    }
+    uint32_t end = s->first + s->npages;
+    if (end < EBB_SEG_PAGES) {
+        ebb_span_t *n = seg->spans[end];
+        if (n && n->kind == EBB_SPAN_FREE) {
+            list_remove(h, n);
+            s->npages += n->npages;
+            s->ndirty += n->ndirty;
+            ebb__span_delete(h, n);
+        }
+    }
+    set_bounds(s);
+    list_insert(h, s);
+    if (s->npages == SEG_USABLE) {
+        if (h->spare == NULL || h->spare == seg)
+            h->spare = seg;
+        else
+            segment_release(h, s);
+    }
+}
+
+void ebb__heap_shrink(ebb_heap_t *h, ebb_span_t *s, size_t npages) {
+    if (npages >= s->npages)
+        return;
+    ebb_span_t *t = ebb__span_new(h);
+    if (t == NULL)
+        return; /* keep the pages; the object is still valid */
+    t->seg = s->seg;
+    t->first = s->first + (uint32_t)npages;
+    t->npages = s->npages - (uint32_t)npages;
+    t->kind = EBB_SPAN_LARGE;
+    s->npages = (uint32_t)npages;
+    set_bounds(s);
+    set_bounds(t);
+    ebb__heap_free(h, t);
+}
+
+bool ebb__heap_grow(ebb_heap_t *h, ebb_span_t *s, size_t npages) {
+    ebb_segment_t *seg = s->seg;
+    uint32_t end = s->first + s->npages;
+    if (npages <= s->npages)
+        return true;
+    if (end >= EBB_SEG_PAGES)
+        return false;
+    ebb_span_t *n = seg->spans[end];
+    size_t need = npages - s->npages;
+    if (n == NULL || n->kind != EBB_SPAN_FREE || n->npages < need)
+        return false;
+    list_remove(h, n);
+    if (seg == h->spare)
+        h->spare = NULL;
+    if (!split_front(h, n, need)) {
+        list_insert(h, n);
+        return false;
+    }
+    seg->nfree_pages -= n->npages; /* the remainder went back on a list */
+    h->active_pages += n->npages;
+    s->npages += n->npages;
+    ebb__span_delete(h, n);
+    set_bounds(s);
+    return true;
+}
+
+size_t ebb__heap_purge(ebb_heap_t *h, uint64_t cutoff_ns) {
+    size_t purged = 0;
+    for (unsigned i = next_nonempty(h, 0); i < EBB_HEAP_NLISTS; i = next_nonempty(h, i + 1)) {
+        for (ebb_span_t *s = h->lists[i]; s; s = s->next) {
+            if (s->ndirty == 0 || s->free_since_ns > cutoff_ns)
+                continue;
+            ebb__os_purge((void *)ebb_span_addr(s), (size_t)s->npages << EBB_PAGE_SHIFT);
+            purged += (size_t)s->ndirty << EBB_PAGE_SHIFT;
+            h->dirty_pages -= s->ndirty;
+            s->ndirty = 0;
+            h->purge_calls++;
+        }
+    }
+    h->purged_bytes += purged;
+    return purged;
+}
+
+void ebb__heap_init(ebb_heap_t *h) { memset(h, 0, sizeof(*h)); }
+
+bool ebb__heap_is_valid(ebb_heap_t *h) {
+    size_t free_pages = 0, dirty = 0;
+    for (unsigned i = 0; i < EBB_HEAP_NLISTS; i++) {
+        bool has = h->lists[i] != NULL;
+        if (has != !!(h->nonempty[i / 64] & (1ull << (i % 64))))
+            return false;
+        for (ebb_span_t *s = h->lists[i]; s; s = s->next) {
+            if (s->kind != EBB_SPAN_FREE || s->list_idx != i || list_index(s->npages) != i)
+                return false;
+            if (s->seg->spans[s->first] != s || s->seg->spans[s->first + s->npages - 1] != s)
+                return false;
+            if (s->ndirty > s->npages)
+                return false;
+            /* Coalesced: no free neighbour. */
+            if (s->first > EBB_SEG_FIRST_PAGE) {
+                ebb_span_t *p = s->seg->spans[s->first - 1];
+                if (p && p->kind == EBB_SPAN_FREE && p->first + p->npages == s->first)
+                    return false;
+            }
+            free_pages += s->npages;
+            dirty += s->ndirty;
+        }
+    }
+    return free_pages == h->free_pages && dirty == h->dirty_pages;
+}

@@ -1,0 +1,246 @@
+/*
+ * Thread caches. Each thread has one, reached through a single initial-exec
+ * TLS pointer; until the thread's first call it points at a static
+ * placeholder whose bins all have max == 0, so the fast paths miss without
+ * a separate "initialised?" test.
+ *
+ *   ebb__tls_tcache --> tcache
+ *                       bins[c]: head -> obj -> obj -> NULL    (count <= max)
+ *                                  (links live in the first word of each
+ *                                   cached object; nothing else does)
+ *
+ * Refill takes max/2 objects from the arena in one locked batch; a free into
+ * a full bin flushes the older half. A per-thread byte bound (tcache_max_kb)
+ * is enforced on those slow paths. On thread exit (a pthread key
+ * destructor) everything goes back to the arenas.
+ */
+#include <pthread.h>
+
+#include "conf.h"
+#include "internal.h"
+
+__thread ebb_tcache_t *ebb__tls_tcache __attribute__((tls_model("initial-exec"))) =
+    &ebb__tcache_uninit;
+
+ebb_tcache_t ebb__tcache_uninit = {.state = EBB_TC_UNINIT};
+static ebb_tcache_t tcache_busy = {.state = EBB_TC_BUSY};
+static ebb_tcache_t tcache_dead = {.state = EBB_TC_DEAD};
+
+static ebb_lock_t tc_lock = EBB_LOCK_INIT;
+static ebb_tcache_t *tc_live;   /* registry of live caches */
+static ebb_tcache_t *tc_pool;   /* recycled structs */
+static unsigned tc_nlive;
+/* Counters of exited threads, so totals survive them. */
+static _Atomic uint64_t dead_nmalloc[EBB_NCLASSES];
+
+extern pthread_key_t ebb__tkey;
+extern bool ebb__tkey_ok;
+
+static uint32_t bin_max(unsigned c) {
+    if (!ebb__opts.tcache || !ebb_class_is_small(c))
+        return 0;
+    size_t size = ebb_class_size(c);
+    size_t n = 65536 / size;
+    if (n < 8)
+        n = 8;
+    if (n > 256)
+        n = 256;
+    n = n * ebb__opts.tcache_scale / 100;
+    return (uint32_t)(n ? n : 1);
+}
+
+static void registry_add(ebb_tcache_t *tc) {
+    tc->prev = NULL;
+    tc->next = tc_live;
+    if (tc_live)
+        tc_live->prev = tc;
+    tc_live = tc;
+    tc_nlive++;
+}
+
+static void registry_remove(ebb_tcache_t *tc) {
+    if (tc->prev)
+        tc->prev->next = tc->next;
+    else
+        tc_live = tc->next;
+    if (tc->next)
+        tc->next->prev = tc->prev;
+    tc_nlive--;
+}
+
+ebb_tcache_t *ebb__tcache_get_slow(void) {
+    ebb_tcache_t *tc = ebb__tls_tcache;
+    if (tc->state != EBB_TC_UNINIT)
+        return tc;
+    if (!ebb_init())
+        return &tcache_busy;
+    /* Anything called from here that allocates (pthread_setspecific may)
+     * sees the busy placeholder and allocates from an arena directly. */
+    ebb__tls_tcache = &tcache_busy;
+    ebb_lock(&tc_lock);
+    tc = tc_pool;
+    if (tc != NULL)
+        tc_pool = tc->next;
+    ebb_unlock(&tc_lock);
+    if (tc == NULL)
+        tc = ebb__base_alloc(sizeof(ebb_tcache_t));
+    if (tc == NULL) {
+        ebb__tls_tcache = &ebb__tcache_uninit;
+        return &tcache_busy;
+    }
+    memset(tc, 0, sizeof(*tc));
+    for (unsigned c = 0; c < EBB_NCLASSES; c++)
+        tc->bins[c].max = bin_max(c);
+    tc->arena = ebb__arena_choose();
+    if (tc->arena)
+        atomic_fetch_add_explicit(&tc->arena->nthreads, 1, memory_order_relaxed);
+    tc->state = EBB_TC_ACTIVE;
+    ebb_lock(&tc_lock);
+    registry_add(tc);
+    ebb_unlock(&tc_lock);
+    if (ebb__tkey_ok)
+        pthread_setspecific(ebb__tkey, tc);
+    ebb__tls_tcache = tc;
+    return tc;
+}
+
+/* Flush the objects after the first keep on bin c. */
+static void bin_flush(ebb_tbin_t *b, unsigned c, uint32_t keep) {
+    if (b->count <= keep)
+        return;
+    void *rest;
+    if (keep == 0) {
+        rest = b->head;
+        b->head = NULL;
+    } else {
+        void *p = b->head;
+        for (uint32_t i = 1; i < keep; i++)
+            p = *(void **)p;
+        rest = *(void **)p;
+        *(void **)p = NULL;
+    }
+    b->count = keep;
+    ebb__arena_flush(c, rest);
+}
+
+static size_t cached_bytes(const ebb_tcache_t *tc) {
+    size_t bytes = 0;
+    for (unsigned c = 1; c <= EBB_NSMALL; c++)
+        bytes += (size_t)tc->bins[c].count * ebb_class_size(c);
+    return bytes;
+}
+
+/* Keep the cache within tcache_max_kb: halve every bin until under half the
+ * bound, so the next trim is not immediately due again. */
+static void enforce_bound(ebb_tcache_t *tc) {
+    size_t cap = (size_t)ebb__opts.tcache_max_kb << 10;
+    if (cached_bytes(tc) <= cap)
+        return;
+    for (int round = 0; round < 8 && cached_bytes(tc) > cap / 2; round++)
+        for (unsigned c = 1; c <= EBB_NSMALL; c++)
+            bin_flush(&tc->bins[c], c, tc->bins[c].count / 2);
+}
+
+void *ebb__tcache_refill_alloc(ebb_tcache_t *tc, unsigned c) {
+    ebb_tbin_t *b = &tc->bins[c];
+    unsigned want = b->max / 2 ? b->max / 2 : 1;
+    void *head;
+    unsigned got = ebb__arena_refill(tc->arena, c, &head, want);
+    if (got == 0)
+        return NULL;
+    void *p = head;
+    b->head = *(void **)p;
+    b->count = got - 1;
+    b->nmalloc++;
+    if (++tc->ticks % 64 == 0)
+        enforce_bound(tc);
+    return p;
+}
+
+void ebb__tcache_overflow_free(ebb_tcache_t *tc, unsigned c, void *p) {
+    ebb_tbin_t *b = &tc->bins[c];
+    bin_flush(b, c, b->max / 2);
+    *(void **)p = b->head;
+    b->head = p;
+    b->count++;
+    enforce_bound(tc);
+}
+
+void ebb__tcache_flush_all(ebb_tcache_t *tc) {
+    if (tc->state != EBB_TC_ACTIVE)
+        return;
+    for (unsigned c = 1; c <= EBB_NSMALL; c++)
+        bin_flush(&tc->bins[c], c, 0);
+}
+
+static void tcache_retire(ebb_tcache_t *tc) {
+    for (unsigned c = 0; c < EBB_NCLASSES; c++)
+        if (tc->bins[c].nmalloc)
+            atomic_fetch_add_explicit(&dead_nmalloc[c], tc->bins[c].nmalloc,
+                                      memory_order_relaxed);
+    if (tc->arena)
+        atomic_fetch_sub_explicit(&tc->arena->nthreads, 1, memory_order_relaxed);
+    tc->state = EBB_TC_DEAD;
+    registry_remove(tc);
+    tc->next = tc_pool;
+    tc_pool = tc;
+}
+
+void ebb__tcache_thread_exit(void *arg) {
+    ebb_tcache_t *tc = arg;
+    if (tc == NULL || tc->state != EBB_TC_ACTIVE)
+        return;
+    /* From here on this thread allocates from arenas directly. */
+    ebb__tls_tcache = &tcache_dead;
+    ebb__tcache_flush_all(tc);
+    ebb_lock(&tc_lock);
+    tcache_retire(tc);
+    ebb_unlock(&tc_lock);
+}
+
+size_t ebb__tcache_cached_bytes(void) {
+    size_t bytes = 0;
+    ebb_lock(&tc_lock);
+    for (ebb_tcache_t *tc = tc_live; tc; tc = tc->next)
+        bytes += cached_bytes(tc); /* racy read of counts: a statistic */
+    ebb_unlock(&tc_lock);
+    return bytes;
+}
+
+unsigned ebb__tcache_count(void) { return tc_nlive; }
+
+uint64_t ebb__class_nmalloc(unsigned c);
+uint64_t ebb__class_nmalloc(unsigned c) {
+    uint64_t n = atomic_load_explicit(&dead_nmalloc[c], memory_order_relaxed);
+    ebb_lock(&tc_lock);
+    for (ebb_tcache_t *tc = tc_live; tc; tc = tc->next)
+        n += tc->bins[c].nmalloc;
+    ebb_unlock(&tc_lock);
+    return n;
+}
+
+void ebb__tcache_prefork(void) { ebb_lock(&tc_lock); }
+void ebb__tcache_postfork_parent(void) { ebb_unlock(&tc_lock); }
+
+/* In the child only this thread survives: give the other threads' cached
+ * objects back (every list is consistent at any instant: see the fast
+ * paths), and recount threads per arena. */
+void ebb__tcache_postfork_child(void) {
+    ebb_lock_reinit(&tc_lock);
+    ebb_tcache_t *self = ebb__tls_tcache;
+    ebb_tcache_t *tc = tc_live;
+    while (tc != NULL) {
+        ebb_tcache_t *next = tc->next;
+        if (tc != self) {
+            for (unsigned c = 1; c <= EBB_NSMALL; c++) {
+                void *head = tc->bins[c].head;
+                tc->bins[c].head = NULL;
+                tc->bins[c].count = 0;
+                if (head)
+                    ebb__arena_flush(c, head);
+            }
+            tcache_retire(tc);
+        }
+        tc = next;
+    }
+}
