@@ -10,10 +10,107 @@
  *
  * Growth moves page tables with mremap (no copy); the fresh pages of a
  * mapping read as zero, so calloc never clears them.
+ *
+ * Freed mappings of default alignment go to a small cache (at most
+ * HUGE_CACHE_SLOTS mappings and huge_cache_mb bytes), so that a program that
+ * allocates and frees big buffers in a loop does not pay mmap, munmap and
+ * page faults each time; ebb_purge() empties it.
  */
+#include "conf.h"
 #include "internal.h"
 
 _Atomic size_t ebb__huge_bytes, ebb__huge_count;
+
+#define HUGE_CACHE_SLOTS 16
+typedef struct cached_s {
+    ebb_segment_t *seg; /* NULL: empty slot */
+    size_t len;
+    uint64_t stamp;
+} cached_t;
+
+static ebb_lock_t cache_lock = EBB_LOCK_INIT;
+static cached_t cache[HUGE_CACHE_SLOTS];
+static size_t cache_bytes;
+static uint64_t cache_clock;
+_Atomic size_t ebb__huge_cached_bytes;
+
+/* A cached mapping of len in [need, need + need/4], best fit; or NULL. */
+static ebb_segment_t *cache_take(size_t need, size_t *len_out) {
+    ebb_lock(&cache_lock);
+    int best = -1;
+    for (int i = 0; i < HUGE_CACHE_SLOTS; i++)
+        if (cache[i].seg && cache[i].len >= need && cache[i].len - need <= need / 4 &&
+            (best < 0 || cache[i].len < cache[best].len))
+            best = i;
+    ebb_segment_t *seg = NULL;
+    if (best >= 0) {
+        seg = cache[best].seg;
+        *len_out = cache[best].len;
+        cache_bytes -= cache[best].len;
+        cache[best].seg = NULL;
+        atomic_store_explicit(&ebb__huge_cached_bytes, cache_bytes, memory_order_relaxed);
+    }
+    ebb_unlock(&cache_lock);
+    return seg;
+}
+
+/* Keep seg for reuse; returns false when it does not fit the bounds. Evicted
+ * mappings are unmapped after the lock is dropped. */
+static bool cache_put(ebb_segment_t *seg, size_t len) {
+    size_t cap = (size_t)ebb__opts.huge_cache_mb << 20;
+    if (len > cap / 2)
+        return false;
+    cached_t victims[HUGE_CACHE_SLOTS];
+    int nv = 0;
+    seg->kind = EBB_SEG_HUGE_CACHED; /* a second free of it now aborts */
+    ebb_lock(&cache_lock);
+    for (;;) {
+        int empty = -1, oldest = -1;
+        for (int i = 0; i < HUGE_CACHE_SLOTS; i++) {
+            if (cache[i].seg == NULL)
+                empty = i;
+            else if (oldest < 0 || cache[i].stamp < cache[oldest].stamp)
+                oldest = i;
+        }
+        if (empty >= 0 && cache_bytes + len <= cap) {
+            cache[empty] = (cached_t){seg, len, ++cache_clock};
+            cache_bytes += len;
+            break;
+        }
+        victims[nv++] = cache[oldest];
+        cache_bytes -= cache[oldest].len;
+        cache[oldest].seg = NULL;
+    }
+    atomic_store_explicit(&ebb__huge_cached_bytes, cache_bytes, memory_order_relaxed);
+    ebb_unlock(&cache_lock);
+    for (int i = 0; i < nv; i++) {
+        ebb__segmap_set(victims[i].seg, false);
+        ebb__os_unmap(victims[i].seg, victims[i].len);
+    }
+    return true;
+}
+
+size_t ebb__huge_cache_flush(void) {
+    cached_t all[HUGE_CACHE_SLOTS];
+    size_t bytes = 0;
+    ebb_lock(&cache_lock);
+    memcpy(all, cache, sizeof(all));
+    memset(cache, 0, sizeof(cache));
+    cache_bytes = 0;
+    atomic_store_explicit(&ebb__huge_cached_bytes, 0, memory_order_relaxed);
+    ebb_unlock(&cache_lock);
+    for (int i = 0; i < HUGE_CACHE_SLOTS; i++)
+        if (all[i].seg) {
+            ebb__segmap_set(all[i].seg, false);
+            ebb__os_unmap(all[i].seg, all[i].len);
+            bytes += all[i].len;
+        }
+    return bytes;
+}
+
+void ebb__huge_prefork(void) { ebb_lock(&cache_lock); }
+void ebb__huge_postfork_parent(void) { ebb_unlock(&cache_lock); }
+void ebb__huge_postfork_child(void) { ebb_lock_reinit(&cache_lock); }
 
 static size_t huge_offset(size_t align) {
     if (align <= EBB_PAGE)
@@ -31,7 +128,6 @@ static void set_header(ebb_segment_t *seg, void *base, size_t map_len, size_t of
 }
 
 void *ebb__huge_alloc(size_t size, size_t align, bool zero) {
-    (void)zero; /* fresh mappings are zero */
     size_t offset = huge_offset(align);
     if (size > PTRDIFF_MAX - offset - 2 * EBB_SEG) {
         errno = ENOMEM;
@@ -40,6 +136,15 @@ void *ebb__huge_alloc(size_t size, size_t align, bool zero) {
     size_t len = ebb_align_up(size + offset, EBB_PAGE);
     void *base;
     ebb_segment_t *seg;
+    size_t cached_len;
+    if (offset == EBB_PAGE && (seg = cache_take(len, &cached_len)) != NULL) {
+        set_header(seg, seg, cached_len, offset);
+        atomic_fetch_add_explicit(&ebb__huge_bytes, seg->huge_size, memory_order_relaxed);
+        atomic_fetch_add_explicit(&ebb__huge_count, 1, memory_order_relaxed);
+        if (zero)
+            memset((char *)seg + offset, 0, size);
+        return (char *)seg + offset;
+    }
     if (align <= EBB_SEG) {
         base = ebb__os_map_aligned(len, EBB_SEG, 0);
         seg = base;
@@ -62,6 +167,9 @@ void *ebb__huge_alloc(size_t size, size_t align, bool zero) {
 void ebb__huge_free(ebb_segment_t *seg) {
     atomic_fetch_sub_explicit(&ebb__huge_bytes, seg->huge_size, memory_order_relaxed);
     atomic_fetch_sub_explicit(&ebb__huge_count, 1, memory_order_relaxed);
+    if (seg->huge_offset == EBB_PAGE && seg->huge_base == (void *)seg &&
+        cache_put(seg, seg->huge_map_len))
+        return;
     ebb__segmap_set(seg, false);
     ebb__os_unmap(seg->huge_base, seg->huge_map_len);
 }

@@ -37,6 +37,7 @@ static void prefork(void) {
     ebb_lock(&init_lock);
     ebb__tcache_prefork();
     ebb__arenas_prefork();
+    ebb__huge_prefork();
     ebb__base_prefork();
 }
 
@@ -44,6 +45,7 @@ static void postfork_parent(void) {
     if (!atomic_load_explicit(&ebb__initialized, memory_order_acquire))
         return;
     ebb__base_postfork_parent();
+    ebb__huge_postfork_parent();
     ebb__arenas_postfork_parent();
     ebb__tcache_postfork_parent();
     ebb_unlock(&init_lock);
@@ -53,6 +55,7 @@ static void postfork_child(void) {
     if (!atomic_load_explicit(&ebb__initialized, memory_order_acquire))
         return;
     ebb__base_postfork_child();
+    ebb__huge_postfork_child();
     ebb__arenas_postfork_child();
     ebb__tcache_postfork_child();
     ebb_lock_reinit(&init_lock);

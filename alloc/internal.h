@@ -126,13 +126,20 @@ extern ebb_class_info_t ebb__classes[EBB_NCLASSES];
 extern uint8_t ebb__class_lut[(EBB_LUT_MAX >> 4) + 1];
 
 void ebb__size_classes_init(void);
-unsigned ebb__size_class_big(size_t size); /* EBB_LUT_MAX < size <= EBB_LARGE_MAX */
 
-/* size -> class in O(1); pre: size <= EBB_LARGE_MAX. */
+/* For 128 < size <= EBB_LARGE_MAX: with 2^g < size <= 2^(g+1), the class
+ * is the g-th group of four plus which quarter of the group size - 1 is in. */
+EBB_INLINE unsigned ebb_size_class_big(size_t size) {
+    unsigned g = (unsigned)(63 - __builtin_clzll(size - 1));
+    unsigned quarter = (unsigned)((size - 1) >> (g - 2)) & 3;
+    return 4 * g - 19 + quarter;
+}
+
+/* size -> class in O(1), no call; pre: size <= EBB_LARGE_MAX. */
 EBB_INLINE unsigned ebb_size_class(size_t size) {
     if (ebb_likely(size <= EBB_LUT_MAX))
         return ebb__class_lut[(size + 15) >> 4];
-    return ebb__size_class_big(size);
+    return ebb_size_class_big(size);
 }
 EBB_INLINE size_t ebb_class_size(unsigned c) { return ebb__classes[c].size; }
 EBB_INLINE bool ebb_class_is_small(unsigned c) { return c - 1 < EBB_NSMALL; }
@@ -187,7 +194,7 @@ struct ebb_span_s {
  * EBB_SEG, so ((p - 1) & ~EBB_SEG_MASK) finds the header for every pointer
  * ebbmalloc returns. Only the first page of a huge header is touched.
  */
-enum { EBB_SEG_NORMAL = 0x5e6, EBB_SEG_HUGE = 0x4a6e };
+enum { EBB_SEG_NORMAL = 0x5e6, EBB_SEG_HUGE = 0x4a6e, EBB_SEG_HUGE_CACHED = 0x4a6c };
 #define EBB_SEG_MAGIC 0xebbebb5e6ebbull
 
 struct ebb_segment_s {
@@ -222,13 +229,14 @@ EBB_INLINE uintptr_t ebb_span_addr(const ebb_span_t *s) {
 /* ---- page heap (page_heap.c) ---------------------------------------- */
 #define EBB_HEAP_EXACT 128 /* lists 0..127: exact page counts 1..128 */
 #define EBB_HEAP_NLISTS (EBB_HEAP_EXACT + 4)
+#define EBB_HEAP_SPARE_MAX 4 /* wholly free segments an arena keeps mapped */
 
 typedef struct ebb_heap_s {
     ebb_lock_t lock;
     ebb_span_t *lists[EBB_HEAP_NLISTS];
     uint64_t nonempty[(EBB_HEAP_NLISTS + 63) / 64];
     ebb_segment_t *segments;    /* all segments of the arena */
-    ebb_segment_t *spare;       /* one wholly free segment kept for reuse */
+    size_t nspare;              /* wholly free segments (kept for reuse) */
     ebb_span_t *span_pool;      /* recycled span structs */
     size_t nsegments;
     size_t active_pages;        /* pages in slabs and large objects */
@@ -340,7 +348,11 @@ void ebb__tcache_postfork_child(void);
 void *ebb__huge_alloc(size_t size, size_t align, bool zero);
 void ebb__huge_free(ebb_segment_t *seg);
 void *ebb__huge_realloc(ebb_segment_t *seg, void *p, size_t size);
-extern _Atomic size_t ebb__huge_bytes, ebb__huge_count;
+size_t ebb__huge_cache_flush(void); /* unmap every cached mapping; bytes */
+void ebb__huge_prefork(void);
+void ebb__huge_postfork_parent(void);
+void ebb__huge_postfork_child(void);
+extern _Atomic size_t ebb__huge_bytes, ebb__huge_count, ebb__huge_cached_bytes;
 
 /* ---- metadata (base.c) ---------------------------------------------- */
 /* The segment map: one bit for every EBB_SEG of the address space that holds

@@ -31,7 +31,7 @@ void *ebb__os_map_aligned(size_t len, size_t align, size_t offset) {
     int saved = errno;
     /* Fast try: the kernel hands out addresses top-down next to the previous
      * mapping, so a plain mapping is often aligned already. */
-    if (offset == 0 && align == EBB_SEG) {
+    if (offset == 0 && align == EBB_SEG && len == EBB_SEG) {
         void *p = map_raw(len);
         if (p == NULL)
             goto oom;
@@ -95,9 +95,16 @@ void *ebb__os_remap_aligned(void *addr, size_t old_len, size_t new_len, size_t a
     return p;
 }
 
+/* Once the kernel refuses (no CONFIG_ANON_VMA_NAME), stop asking. */
+static _Atomic bool names_unsupported;
+
 void ebb__os_name(void *addr, size_t len, const char *name) {
+    if (atomic_load_explicit(&names_unsupported, memory_order_relaxed))
+        return;
     int saved = errno;
-    (void)prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, (unsigned long)addr, len, (unsigned long)name);
+    if (prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, (unsigned long)addr, len, (unsigned long)name) != 0 &&
+        errno == EINVAL)
+        atomic_store_explicit(&names_unsupported, true, memory_order_relaxed);
     errno = saved;
 }
 

@@ -7,8 +7,10 @@
  *
  * A free span remembers how many of its pages may still be resident
  * (ndirty) and since when; ebb__heap_purge() hands those back to the OS.
- * One wholly free segment is kept as a spare; further ones are unmapped, so
- * a program that frees everything does not keep its peak mapped.
+ * Up to EBB_HEAP_SPARE_MAX wholly free segments are kept for reuse, so that
+ * a large object freed and allocated again causes no mmap/munmap churn;
+ * further ones are unmapped, so a program that frees everything does not
+ * keep its peak mapped.
  */
 #include "internal.h"
 
@@ -113,6 +115,7 @@ static ebb_segment_t *segment_new(ebb_heap_t *h, ebb_arena_t *a) {
     set_bounds(s);
     list_insert(h, s);
     seg->nfree_pages = SEG_USABLE;
+    h->nspare++;
     return seg;
 }
 
@@ -167,8 +170,8 @@ ebb_span_t *ebb__heap_alloc(ebb_heap_t *h, ebb_arena_t *a, size_t npages, size_t
             return NULL;
     }
     list_remove(h, s);
-    if (s->seg == h->spare)
-        h->spare = NULL;
+    if (s->npages == SEG_USABLE)
+        h->nspare--;
     s->seg->nfree_pages -= s->npages;
     if (align_pages > 1) {
         uintptr_t addr = ebb_span_addr(s);
@@ -260,8 +263,8 @@ void ebb__heap_free(ebb_heap_t *h, ebb_span_t *s) {
     set_bounds(s);
     list_insert(h, s);
     if (s->npages == SEG_USABLE) {
-        if (h->spare == NULL || h->spare == seg)
-            h->spare = seg;
+        if (h->nspare < EBB_HEAP_SPARE_MAX)
+            h->nspare++;
         else
             segment_release(h, s);
     }
@@ -295,8 +298,6 @@ bool ebb__heap_grow(ebb_heap_t *h, ebb_span_t *s, size_t npages) {
     if (n == NULL || n->kind != EBB_SPAN_FREE || n->npages < need)
         return false;
     list_remove(h, n);
-    if (seg == h->spare)
-        h->spare = NULL;
     if (!split_front(h, n, need)) {
         list_insert(h, n);
         return false;

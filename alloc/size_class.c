@@ -13,16 +13,6 @@
 ebb_class_info_t ebb__classes[EBB_NCLASSES];
 uint8_t ebb__class_lut[(EBB_LUT_MAX >> 4) + 1];
 
-/* The group g such that 2^g < size <= 2^(g+1). */
-static unsigned floor_log2(size_t x) { return (unsigned)(63 - __builtin_clzll(x)); }
-
-unsigned ebb__size_class_big(size_t size) {
-    unsigned g = floor_log2(size - 1);   /* 2^g < size <= 2^(g+1) */
-    size_t step = (size_t)1 << (g - 2);
-    size_t k = (size - ((size_t)1 << g) + step - 1) >> (g - 2); /* 1..4 */
-    return 9 + (g - 7) * 4 + (unsigned)k - 1;
-}
-
 /* Pages per slab: as few as give at most 1/32 of the slab as tail waste and
  * hold at most EBB_SLAB_MAX_OBJS objects; at least 4 objects and 16 KiB
  * per slab where the bitmap allows. */

@@ -48,7 +48,9 @@ EBB_EXPORT void ebb_summary(ebb_summary_t *out) {
     out->active = (active_pages << EBB_PAGE_SHIFT) + huge;
     out->dirty = dirty_pages << EBB_PAGE_SHIFT;
     out->metadata = ebb__base_used();
-    out->mapped = atomic_load_explicit(&ebb__segments_mapped, memory_order_relaxed) + huge +
+    size_t huge_cached = atomic_load_explicit(&ebb__huge_cached_bytes, memory_order_relaxed);
+    out->dirty += huge_cached;
+    out->mapped = atomic_load_explicit(&ebb__segments_mapped, memory_order_relaxed) + huge + huge_cached +
                   atomic_load_explicit(&ebb__base_mapped, memory_order_relaxed);
     out->purged = purged;
     out->nthreads = ebb__tcache_count();
@@ -64,7 +66,7 @@ EBB_EXPORT size_t ebb_purge(void) {
     if (!ebb_init())
         return 0;
     ebb_thread_flush();
-    size_t n = 0;
+    size_t n = ebb__huge_cache_flush();
     for (unsigned i = 0; i < EBB_MAX_ARENAS; i++) {
         ebb_arena_t *a = __atomic_load_n(&ebb__arenas[i], __ATOMIC_ACQUIRE);
         if (a != NULL)

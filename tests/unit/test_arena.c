@@ -1,0 +1,168 @@
+/* Arenas, slabs and thread caches through the ebb_ API of the internal
+ * build: cross-thread return to the owning arena, slab release, the
+ * release-mode checks against double and invalid frees, and the summary. */
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "unit.h"
+
+static size_t arena_out(ebb_arena_t *a, unsigned c) {
+    ebb_lock(&a->bins[c].lock);
+    size_t n = a->bins[c].nout;
+    ebb_unlock(&a->bins[c].lock);
+    return n;
+}
+
+static void *free_list(void *head) {
+    unsigned c = ebb_size_class(48);
+    ebb__arena_flush(c, head);
+    return NULL;
+}
+
+static void test_refill_and_cross_thread_flush(void **state) {
+    (void)state;
+    unit_init();
+    ebb_arena_t *a = ebb__arena_get(0);
+    unsigned c = ebb_size_class(48);
+    size_t before = arena_out(a, c);
+    void *head;
+    unsigned got = ebb__arena_refill(a, c, &head, 300);
+    assert_int_equal(got, 300);
+    assert_int_equal(arena_out(a, c), before + 300);
+    /* Distinct, class-aligned objects in address order within a slab. */
+    unsigned n = 0;
+    for (void *p = head; p; p = *(void **)p) {
+        assert_true(ebb_owns(p));
+        assert_int_equal(ebb_usable_size(p), 48);
+        n++;
+    }
+    assert_int_equal(n, 300);
+    /* Another thread returns them: they go back to arena 0's slabs. */
+    pthread_t t;
+    pthread_create(&t, NULL, free_list, head);
+    pthread_join(t, NULL);
+    assert_int_equal(arena_out(a, c), before);
+}
+
+static void test_objects_do_not_overlap(void **state) {
+    (void)state;
+    unit_init();
+    enum { N = 5000 };
+    static char *ptrs[N];
+    static size_t sizes[N];
+    srand(7);
+    for (int i = 0; i < N; i++) {
+        sizes[i] = 1 + (size_t)rand() % 5000;
+        ptrs[i] = ebb_malloc(sizes[i]);
+        assert_non_null(ptrs[i]);
+        assert_int_equal((uintptr_t)ptrs[i] % 16, 0);
+        memset(ptrs[i], i & 0xff, sizes[i]);
+    }
+    for (int i = 0; i < N; i++)
+        for (size_t j = 0; j < sizes[i]; j += 97)
+            assert_int_equal((unsigned char)ptrs[i][j], i & 0xff);
+    for (int i = 0; i < N; i++)
+        ebb_free(ptrs[i]);
+}
+
+static void test_summary_tracks_live_bytes(void **state) {
+    (void)state;
+    unit_init();
+    ebb_thread_flush();
+    ebb_summary_t s0, s1, s2;
+    ebb_summary(&s0);
+    enum { N = 1000 };
+    void *p[N];
+    for (int i = 0; i < N; i++)
+        p[i] = ebb_malloc(1000); /* class 1024 */
+    void *big = ebb_malloc(100000);
+    void *huge = ebb_malloc(8 << 20);
+    ebb_thread_flush();
+    ebb_summary(&s1);
+    size_t expect = N * 1024 + ebb_usable_size(big) + ebb_usable_size(huge);
+    assert_true(s1.allocated >= s0.allocated + expect);
+    assert_true(s1.allocated <= s0.allocated + expect + 64 * 1024);
+    for (int i = 0; i < N; i++)
+        ebb_free(p[i]);
+    ebb_free(big);
+    ebb_free(huge);
+    ebb_thread_flush();
+    ebb_summary(&s2);
+    assert_true(s2.allocated <= s0.allocated + 64 * 1024);
+    assert_true(s2.mapped >= s2.allocated);
+}
+
+/* Run fn in a child; return the signal that ended it (0: exited normally). */
+static int child_signal(void (*fn)(void)) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        int devnull = open("/dev/null", 1);
+        dup2(devnull, 2);
+        fn();
+        _exit(0);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    return WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+}
+
+static void double_free(void) {
+    ebb_summary_t s;
+    void *p = ebb_malloc(64);
+    ebb_free(p);
+    ebb_thread_flush(); /* p back in its slab */
+    ebb_free(p);
+    ebb_thread_flush(); /* the second return finds it free */
+    ebb_summary(&s);
+}
+
+static void interior_free(void) {
+    char *p = ebb_malloc(64);
+    ebb_free(p + 16);
+    ebb_thread_flush();
+}
+
+static void large_interior_free(void) {
+    char *p = ebb_malloc(100000);
+    ebb_free(p + 4096);
+}
+
+static void test_release_checks_abort(void **state) {
+    (void)state;
+    unit_init();
+    assert_int_equal(child_signal(double_free), SIGABRT);
+    assert_int_equal(child_signal(interior_free), SIGABRT);
+    assert_int_equal(child_signal(large_interior_free), SIGABRT);
+}
+
+static void test_owns(void **state) {
+    (void)state;
+    unit_init();
+    int local;
+    static int global;
+    assert_false(ebb_owns(NULL));
+    assert_false(ebb_owns(&local));
+    assert_false(ebb_owns(&global));
+    assert_false(ebb_owns((void *)0x10));
+    void *p = ebb_malloc(10), *h = ebb_malloc(9 << 20);
+    assert_true(ebb_owns(p));
+    assert_true(ebb_owns(h));
+    ebb_free(h);
+    assert_false(ebb_owns(h));
+    ebb_free(p);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_refill_and_cross_thread_flush),
+        cmocka_unit_test(test_objects_do_not_overlap),
+        cmocka_unit_test(test_summary_tracks_live_bytes),
+        cmocka_unit_test(test_release_checks_abort),
+        cmocka_unit_test(test_owns),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
