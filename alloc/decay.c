@@ -9,9 +9,11 @@
  * became dirty; merging keeps the older time), the free pages inside slabs
  * (pages none of whose objects is in use, though the slab is), cached huge
  * mappings (unmapped), and idle thread caches (asked to drain). Beyond the
- * clock, a cap (dirty_max_kb, or dirty_max_pct of an arena's active pages,
- * at least DIRTY_FLOOR) bounds what any arena keeps resident, and memory
+ * clock, a cap (the larger of dirty_max_kb and dirty_max_pct of an arena's
+ * active pages) bounds what any arena keeps resident, and memory
  * pressure from the cgroup (background.c) purges everything at once.
+ * The cap is generous by default (64 MiB or the arena's active size): a
+ * tighter one makes busy programs purge memory they are about to reuse.
  *
  * Who runs it: the background thread (background.c), or -- without one --
  * allocation slow paths every DECAY_TICK_NS at most. Purging is in short
@@ -23,7 +25,6 @@
 #include "internal.h"
 
 #define MS ((uint64_t)1000000)
-#define DIRTY_FLOOR_PAGES ((size_t)(4 << 20) >> EBB_PAGE_SHIFT)
 #define DECAY_TICK_NS (100 * MS) /* without a background thread */
 
 _Atomic uint64_t ebb__last_purge_ns;
@@ -43,12 +44,9 @@ ebb_purge_policy_t ebb__decay_policy(uint64_t now, bool force) {
 }
 
 static size_t dirty_cap_pages(const ebb_heap_t *h) {
-    size_t cap;
-    if (ebb__opts.dirty_max_kb)
-        cap = (size_t)ebb__opts.dirty_max_kb >> (EBB_PAGE_SHIFT - 10);
-    else
-        cap = h->active_pages * ebb__opts.dirty_max_pct / 100;
-    return cap > DIRTY_FLOOR_PAGES ? cap : DIRTY_FLOOR_PAGES;
+    size_t fixed = (size_t)ebb__opts.dirty_max_kb >> (EBB_PAGE_SHIFT - 10);
+    size_t rel = h->active_pages * ebb__opts.dirty_max_pct / 100;
+    return fixed > rel ? fixed : rel;
 }
 
 /* pre: decay_lock held. */
