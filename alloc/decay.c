@@ -34,6 +34,7 @@ static _Atomic uint64_t next_tick_ns;
 ebb_purge_policy_t ebb__decay_policy(uint64_t now, bool force) {
     ebb_purge_policy_t pol;
     memset(&pol, 0, sizeof(pol));
+    pol.now_ns = now;
     pol.decay_ns = ebb__opts.decay_ms * MS;
     pol.muzzy_ns = ebb__opts.muzzy_decay_ms * MS;
     pol.cutoff_ns = now >= pol.decay_ns ? now - pol.decay_ns : 0;

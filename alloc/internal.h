@@ -265,6 +265,7 @@ void ebb__heap_shrink(ebb_heap_t *h, ebb_span_t *s, size_t npages);
 bool ebb__heap_grow(ebb_heap_t *h, ebb_span_t *s, size_t npages);
 /* What to purge (decay.c builds it from the options and the clock). */
 typedef struct ebb_purge_policy_s {
+    uint64_t now_ns;           /* the time of this round (the second stage starts then) */
     uint64_t cutoff_ns;        /* dirty since at or before this: due */
     uint64_t muzzy_cutoff_ns;  /* muzzy since at or before this: due */
     uint64_t decay_ns, muzzy_ns; /* the stages' lengths (muzzy_ns 0: one stage) */

@@ -407,14 +407,13 @@ size_t ebb__heap_purge(ebb_heap_t *h, const ebb_purge_policy_t *pol, uint64_t *n
             if (!lazy[k])
                 bytes += (size_t)batch[k]->ndirty << EBB_PAGE_SHIFT;
         }
-        uint64_t now = ebb__os_now_ns();
         ebb_lock(&h->lock);
         for (int k = 0; k < n; k++) {
             ebb_span_t *s = batch[k];
             s->kind = EBB_SPAN_FREE;
             if (lazy[k]) {
                 s->muzzy = 1;
-                s->free_since_ns = now; /* the second stage starts now */
+                s->free_since_ns = pol->now_ns; /* the second stage starts now */
             } else {
                 s->muzzy = 0;
                 s->ndirty = 0;

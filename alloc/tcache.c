@@ -251,7 +251,7 @@ void ebb__tcache_idle_scan(uint64_t now, uint64_t idle_ns) {
             tc->idle_since_ns = now;
             continue;
         }
-        if (cached == 0 || now - tc->idle_since_ns < idle_ns ||
+        if (cached == 0 || now < tc->idle_since_ns || now - tc->idle_since_ns < idle_ns ||
             atomic_load_explicit(&tc->drain, memory_order_relaxed))
             continue;
         /* Bounds first, then the flag (release): the owner restores the
