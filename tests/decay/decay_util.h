@@ -103,19 +103,29 @@ static inline void du_release(du_churn_t *c)
     c->nkept = c->kept_bytes = 0;
 }
 
-/* Poll the resident set every DU_POLL_MS until it is at most bound or
- * timeout_ms have passed since start_ms. Returns the last reading and, in
- * *took_ms, when it was taken (after start_ms). */
-static inline size_t du_wait_rss_at_most(size_t bound, uint64_t start_ms, uint64_t timeout_ms,
-                                         uint64_t *took_ms)
+/* Called right after the frees: poll the resident set every DU_POLL_MS
+ * until it is at most base + live + DU_SLACK, for up to timeout_ms. Prints
+ * the figures under who. True when it fell that far in time. */
+static inline bool du_resident_falls(const char *who, size_t base, size_t live,
+                                     uint64_t timeout_ms)
 {
+    uint64_t start = du_now_ms(), took;
+    size_t after_free = tu_statm(TU_STATM_RESIDENT), bound = base + live + DU_SLACK, rss;
     for (;;) {
-        size_t rss = tu_statm(TU_STATM_RESIDENT);
-        *took_ms = du_now_ms() - start_ms;
-        if (rss <= bound || *took_ms >= timeout_ms)
-            return rss;
+        rss = tu_statm(TU_STATM_RESIDENT);
+        took = du_now_ms() - start;
+        if (rss <= bound || took >= timeout_ms)
+            break;
         du_sleep_ms(DU_POLL_MS);
     }
+    ebb_summary_t s = tu_summary();
+    fprintf(stderr,
+            "%s: baseline %zu MiB, live %zu MiB, resident %zu MiB after the frees, %zu MiB "
+            "%llu ms later (bound %zu MiB within %llu ms); ebb: dirty %zu MiB, purged %zu MiB\n",
+            who, base / TU_MiB, live / TU_MiB, after_free / TU_MiB, rss / TU_MiB,
+            (unsigned long long)took, bound / TU_MiB, (unsigned long long)timeout_ms,
+            s.dirty / TU_MiB, s.purged / TU_MiB);
+    return rss <= bound;
 }
 
 /* Read a small /proc file into buf without the C library's allocations. */
