@@ -12,6 +12,7 @@
 
 #include "conf.h"
 #include "internal.h"
+#include "stats_shm.h"
 
 _Atomic bool ebb__initialized;
 static ebb_lock_t init_lock = EBB_LOCK_INIT;
@@ -58,6 +59,7 @@ static void postfork_child(void) {
     ebb__huge_postfork_child();
     ebb__arenas_postfork_child();
     ebb__tcache_postfork_child();
+    ebb__stats_shm_postfork_child();
     ebb_lock_reinit(&init_lock);
 }
 
@@ -87,6 +89,7 @@ bool ebb__init_slow(void) {
     atomic_store_explicit(&ebb__initialized, true, memory_order_release);
     pthread_atfork(prefork, postfork_parent, postfork_child);
     ebb_unlock(&init_lock);
+    ebb__stats_shm_init(); /* removed at exit by a destructor in stats_shm.c */
     if (ebb__opts.verbose) {
         char buf[400];
         ebb__conf_describe(&ebb__opts, buf, sizeof(buf));
