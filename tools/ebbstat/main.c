@@ -85,8 +85,8 @@ static int load(const char *dir, int pid, ebbstat_snap_t *snap, ebbstat_view_t *
         return r;
     const ebb_stats_header_t *h = snap->page.h;
     if (h->pid != pid) {
-        ebbstat_snap_free(snap);
         snprintf(err, errcap, "%s: corrupt page: it names pid %lld", path, (long long)h->pid);
+        ebbstat_snap_free(snap);
         return EBBSTAT_CORRUPT;
     }
     uint64_t start;
