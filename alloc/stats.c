@@ -131,10 +131,16 @@ void ebb__stats_collect(ebb_stats_counters_t *total, ebb_stats_counters_t *arena
         total->large_nmalloc += s->large_nmalloc;
         total->large_nfree += s->large_nfree;
     }
+    /* A class's live objects: out of slabs and not in a thread cache. */
+    uint64_t cached[EBB_NCLASSES] = {0};
+    ebb__tcache_cached_counts(cached);
     for (unsigned i = 0; i < nclasses && i < EBB_NSMALL; i++) {
         ebb_stats_class_t *k = &classes[i];
         k->size = ebb_class_size(i + 1);
         k->nmalloc = ebb__class_nmalloc(i + 1);
+        uint64_t n = cached[i + 1] < k->live_objects ? cached[i + 1] : k->live_objects;
+        k->live_objects -= n;
+        total->live_objects -= n;
         k->nfree = k->nmalloc > k->live_objects ? k->nmalloc - k->live_objects : 0;
     }
     size_t huge = atomic_load_explicit(&ebb__huge_bytes, memory_order_relaxed);

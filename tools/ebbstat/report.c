@@ -111,7 +111,7 @@ void ebbstat_write_text(FILE *f, const ebbstat_view_t *v) {
                                : k->live_objects * k->size;
         }
         qsort(top, h->nclasses, sizeof(*top), top_cmp);
-        fprintf(f, "\ntop size classes by live bytes (objects in thread caches included)\n");
+        fprintf(f, "\ntop size classes by live bytes\n");
         fprintf(f, "%-6s %8s %12s %14s %14s %14s\n", "class", "size", "live MiB", "live objs",
                 "allocations", "frees");
         for (uint32_t i = 0; i < h->nclasses && i < 10 && top[i].bytes; i++) {
