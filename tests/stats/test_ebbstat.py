@@ -204,6 +204,18 @@ def test_normal_exit_removes(holder_bin, dirname):
           "and is removed at normal exit")
 
 
+def test_no_page_warns_once_if_asked(holder_bin):
+    """A page that cannot be made: the process works on, and says so once
+    on stderr only when stats_shm was set explicitly."""
+    missing = "/nonexistent-ebbstat-dir"
+    for conf, want in ((f"stats_shm:true,stats_dir:{missing}", 1), (f"stats_dir:{missing}", 0)):
+        r = subprocess.run([holder_bin, "2", "0"], input="", capture_output=True, text=True,
+                           timeout=60, env=dict(os.environ, EBBMALLOC_CONF=conf))
+        n = r.stderr.count("statistics page")
+        check(r.returncode == 0 and r.stdout.startswith("ready") and n == want,
+              f"{conf}: runs on, {n} warning(s) (want {want})")
+
+
 def test_hostile_pages(ebbstat, holder_bin, dirname, fuzz):
     """Pages made by hand: each a clear error and exit code, never a crash."""
     env = dict(os.environ, EBBMALLOC_CONF=f"stats_dir:{dirname}")
@@ -343,6 +355,7 @@ def main():
     try:
         test_cli_basics(a.ebbstat)
         test_normal_exit_removes(a.holder, dirname)
+        test_no_page_warns_once_if_asked(a.holder)
         test_live_process(a.ebbstat, a.holder, dirname)
         test_hostile_pages(a.ebbstat, a.holder, dirname, a.fuzz)
         test_jvm(a.ebbstat, a.preload, dirname)
