@@ -94,6 +94,38 @@ static ebb_span_t *slab_new(ebb_arena_t *a, unsigned c) {
     return s;
 }
 
+/* Are all objects that overlap page k of slab s free (bits set)? A page
+ * with only the slab's tail waste in it counts as free. */
+static bool slab_page_free(const ebb_span_t *s, unsigned k, size_t size) {
+    size_t start = (size_t)k << EBB_PAGE_SHIFT;
+    size_t lo = start / size, hi = (start + EBB_PAGE - 1) / size + 1; /* [lo, hi) */
+    if (hi > s->nobjs)
+        hi = s->nobjs;
+    for (size_t i = lo; i < hi;) {
+        size_t w = i / 64, b = i % 64, n = 64 - b < hi - i ? 64 - b : hi - i;
+        uint64_t mask = (n == 64 ? ~0ull : (1ull << n) - 1) << b;
+        if ((s->bitmap[w] & mask) != mask)
+            return false;
+        i += n;
+    }
+    return true;
+}
+
+/* Pages of s that were purged and now hold objects again are resident
+ * again: forget them. */
+static void slab_unmark_purged(ebb_span_t *s, size_t size) {
+    uint64_t keep = 0;
+    for (uint64_t m = s->purged_pages; m; m &= m - 1) {
+        unsigned k = (unsigned)__builtin_ctzll(m);
+        if (slab_page_free(s, k, size))
+            keep |= 1ull << k;
+    }
+    atomic_fetch_sub_explicit(&s->seg->arena->slab_purged_pages,
+                              (size_t)__builtin_popcountll(s->purged_pages & ~keep),
+                              memory_order_relaxed);
+    s->purged_pages = keep;
+}
+
 /* Take up to n free objects from s in address order, appending them to the
  * list whose last link is *tailp. */
 static unsigned slab_take(ebb_span_t *s, size_t size, void ***tailp, unsigned n) {
@@ -113,6 +145,8 @@ static unsigned slab_take(ebb_span_t *s, size_t size, void ***tailp, unsigned n)
         s->bitmap[w] = bits;
     }
     *tailp = tail;
+    if (ebb_unlikely(s->purged_pages != 0))
+        slab_unmark_purged(s, size);
     s->nfree = (uint16_t)(s->nfree - got);
     return got;
 }
@@ -160,7 +194,8 @@ static void release_slabs(ebb_arena_t *a, ebb_span_t *empties) {
 
 /* Return p to its slab. pre: the bin lock held. Returns an emptied slab that
  * the caller must release, or NULL. */
-static ebb_span_t *slab_put(ebb_bin_t *b, ebb_segment_t *seg, void *p, unsigned c) {
+static ebb_span_t *slab_put(ebb_bin_t *b, ebb_segment_t *seg, void *p, unsigned c,
+                            uint64_t now) {
     const ebb_class_info_t *ci = &ebb__classes[c];
     ebb_span_t *s = seg->spans[ebb_ptr_page(seg, p)];
     EBB_CHECK(s != NULL && s->kind == EBB_SPAN_SLAB && s->sclass == c,
@@ -173,6 +208,7 @@ static ebb_span_t *slab_put(ebb_bin_t *b, ebb_segment_t *seg, void *p, unsigned 
     EBB_CHECK(!(s->bitmap[idx / 64] & bit), "free(): double free detected");
     s->bitmap[idx / 64] |= bit;
     s->nfree++;
+    s->free_since_ns = now;
     b->nout--;
     if (s == b->cur)
         return NULL;
@@ -188,6 +224,7 @@ static ebb_span_t *slab_put(ebb_bin_t *b, ebb_segment_t *seg, void *p, unsigned 
 }
 
 void ebb__arena_flush(unsigned c, void *head) {
+    uint64_t now = ebb__os_now_ns();
     ebb_arena_t *locked = NULL;
     ebb_span_t *empties = NULL;
     while (head != NULL) {
@@ -207,7 +244,7 @@ void ebb__arena_flush(unsigned c, void *head) {
             ebb_lock(&a->bins[c].lock);
             locked = a;
         }
-        ebb_span_t *e = slab_put(&a->bins[c], seg, p, c);
+        ebb_span_t *e = slab_put(&a->bins[c], seg, p, c, now);
         if (e != NULL) {
             e->next = empties;
             empties = e;
@@ -306,10 +343,63 @@ bool ebb__arena_large_resize(ebb_segment_t *seg, void *p, size_t size) {
     return ok;
 }
 
-size_t ebb__arena_purge(ebb_arena_t *a, uint64_t cutoff_ns) {
-    ebb_lock(&a->heap.lock);
-    size_t n = ebb__heap_purge(&a->heap, cutoff_ns);
-    ebb_unlock(&a->heap.lock);
+/* Purge the free pages inside slab s: pages all of whose objects have been
+ * free since the cutoff, though other pages of the slab are in use (a
+ * long-lived object no longer pins its neighbours' pages). Each page is
+ * purged once until it is reused. pre: the bin lock held. */
+static size_t slab_purge_pages(ebb_arena_t *a, ebb_span_t *s, const ebb_class_info_t *ci,
+                               const ebb_purge_policy_t *pol, uint64_t *next_due_ns) {
+    if ((size_t)s->nfree * ci->size < EBB_PAGE)
+        return 0; /* no page can be wholly free */
+    if (!pol->force && s->free_since_ns > pol->cutoff_ns) {
+        uint64_t due = s->free_since_ns + pol->decay_ns;
+        if (due < *next_due_ns)
+            *next_due_ns = due;
+        return 0;
+    }
+    size_t purged = 0;
+    unsigned run = 0;
+    for (unsigned k = 0; k <= ci->slab_pages; k++) {
+        if (k < ci->slab_pages && !(s->purged_pages >> k & 1) && slab_page_free(s, k, ci->size)) {
+            s->purged_pages |= 1ull << k;
+            run++;
+            continue;
+        }
+        if (run == 0)
+            continue;
+        ebb__os_purge((char *)ebb_span_addr(s) + ((size_t)(k - run) << EBB_PAGE_SHIFT),
+                      (size_t)run << EBB_PAGE_SHIFT);
+        purged += (size_t)run << EBB_PAGE_SHIFT;
+        atomic_fetch_add_explicit(&a->slab_purged_pages, run, memory_order_relaxed);
+        atomic_fetch_add_explicit(&a->slab_purge_calls, 1, memory_order_relaxed);
+        run = 0;
+    }
+    return purged;
+}
+
+static size_t bin_purge(ebb_arena_t *a, unsigned c, const ebb_purge_policy_t *pol,
+                        uint64_t *next_due_ns) {
+    const ebb_class_info_t *ci = &ebb__classes[c];
+    ebb_bin_t *b = &a->bins[c];
+    size_t purged = 0;
+    ebb_lock(&b->lock);
+    for (ebb_span_t *s = b->nonfull; s != NULL; s = s->next)
+        purged += slab_purge_pages(a, s, ci, pol, next_due_ns);
+    if (b->cur != NULL)
+        purged += slab_purge_pages(a, b->cur, ci, pol, next_due_ns);
+    ebb_unlock(&b->lock);
+    return purged;
+}
+
+size_t ebb__arena_purge(ebb_arena_t *a, const ebb_purge_policy_t *pol, uint64_t *next_due_ns) {
+    uint64_t next = UINT64_MAX;
+    size_t n = 0;
+    for (unsigned c = 1; c <= EBB_NSMALL; c++)
+        n += bin_purge(a, c, pol, &next);
+    atomic_fetch_add_explicit(&a->slab_purged_bytes, n, memory_order_relaxed);
+    n += ebb__heap_purge(&a->heap, pol, &next);
+    if (next_due_ns && next < *next_due_ns)
+        *next_due_ns = next;
     return n;
 }
 

@@ -2,51 +2,67 @@
  * Huge objects (larger than EBB_LARGE_MAX): a mapping each, laid out so that
  * the segment mask of the object's address finds a header:
  *
- *   huge_base (= seg unless the alignment exceeds EBB_SEG)
- *   +--------+---------------------------+--------------------------------+
- *   | header | (unused, never touched)   | object ... huge_size bytes     |
- *   +--------+---------------------------+--------------------------------+
- *   seg      seg + huge_offset = p, huge_offset = max(EBB_PAGE, min(align, EBB_SEG))
+ *   base          seg (EBB_SEG-aligned)
+ *   +-- slop --+--------+----------------------+----------------------------+
+ *   | (never   | header | (unused, untouched)  | object: huge_size bytes    |
+ *   | touched) |        |                      |                            |
+ *   +----------+--------+----------------------+----------------------------+
+ *              seg      seg + huge_offset = p, huge_offset = max(EBB_PAGE, min(align, EBB_SEG))
  *
- * Growth moves page tables with mremap (no copy); the fresh pages of a
- * mapping read as zero, so calloc never clears them.
+ * The mapping is taken EBB_SEG larger than needed and the slop kept (it is
+ * address space only): one mmap per huge object, no trimming munmaps. For
+ * an alignment above EBB_SEG the mapping is trimmed so that p is aligned.
+ * Growth moves page tables with mremap (no copy); fresh pages read as zero,
+ * so calloc clears nothing.
  *
- * Freed mappings of default alignment go to a small cache (at most
- * HUGE_CACHE_SLOTS mappings and huge_cache_mb bytes), so that a program that
- * allocates and frees big buffers in a loop does not pay mmap, munmap and
- * page faults each time; ebb_purge() empties it.
+ * Freed mappings go to a small cache (HUGE_CACHE_SLOTS mappings, at most
+ * huge_cache_mb bytes), reused best-fit for any object they can hold with
+ * less than half to spare (the excess is unmapped), so a program that
+ * allocates and frees big buffers in a loop pays no mmap, munmap or page
+ * faults each time. The decay unmaps entries cached for decay_ms;
+ * ebb_purge() empties the cache.
  */
 #include "conf.h"
 #include "internal.h"
 
-_Atomic size_t ebb__huge_bytes, ebb__huge_count;
+_Atomic size_t ebb__huge_bytes, ebb__huge_count, ebb__huge_cached_bytes;
 
 #define HUGE_CACHE_SLOTS 16
 typedef struct cached_s {
     ebb_segment_t *seg; /* NULL: empty slot */
-    size_t len;
-    uint64_t stamp;
+    size_t cap;         /* bytes from seg to the end of the mapping */
+    uint64_t stamp;     /* insertion order, for eviction */
+    uint64_t freed_ns;  /* for the decay */
 } cached_t;
 
 static ebb_lock_t cache_lock = EBB_LOCK_INIT;
 static cached_t cache[HUGE_CACHE_SLOTS];
 static size_t cache_bytes;
 static uint64_t cache_clock;
-_Atomic size_t ebb__huge_cached_bytes;
 
-/* A cached mapping of len in [need, need + need/4], best fit; or NULL. */
-static ebb_segment_t *cache_take(size_t need, size_t *len_out) {
+static void unmap_huge(ebb_segment_t *seg) {
+    ebb__segmap_set(seg, false);
+    ebb__os_unmap(seg->huge_base, seg->huge_map_len);
+}
+
+/* seg's capacity: bytes from seg to the end of its mapping. */
+static size_t seg_cap(const ebb_segment_t *seg) {
+    return (size_t)((uintptr_t)seg->huge_base + seg->huge_map_len - (uintptr_t)seg);
+}
+
+/* The best-fitting cached mapping that holds need bytes from its header,
+ * with less than need to spare; or NULL. */
+static ebb_segment_t *cache_take(size_t need) {
     ebb_lock(&cache_lock);
     int best = -1;
     for (int i = 0; i < HUGE_CACHE_SLOTS; i++)
-        if (cache[i].seg && cache[i].len >= need && cache[i].len - need <= need / 4 &&
-            (best < 0 || cache[i].len < cache[best].len))
+        if (cache[i].seg && cache[i].cap >= need && cache[i].cap - need < need &&
+            (best < 0 || cache[i].cap < cache[best].cap))
             best = i;
     ebb_segment_t *seg = NULL;
     if (best >= 0) {
         seg = cache[best].seg;
-        *len_out = cache[best].len;
-        cache_bytes -= cache[best].len;
+        cache_bytes -= cache[best].cap;
         cache[best].seg = NULL;
         atomic_store_explicit(&ebb__huge_cached_bytes, cache_bytes, memory_order_relaxed);
     }
@@ -54,15 +70,17 @@ static ebb_segment_t *cache_take(size_t need, size_t *len_out) {
     return seg;
 }
 
-/* Keep seg for reuse; returns false when it does not fit the bounds. Evicted
+/* Keep seg for reuse; false when it does not fit the bounds. Evicted
  * mappings are unmapped after the lock is dropped. */
-static bool cache_put(ebb_segment_t *seg, size_t len) {
-    size_t cap = (size_t)ebb__opts.huge_cache_mb << 20;
-    if (len > cap / 2)
+static bool cache_put(ebb_segment_t *seg) {
+    size_t cap_bytes = (size_t)ebb__opts.huge_cache_mb << 20;
+    size_t cap = seg_cap(seg);
+    if (cap > cap_bytes / 2)
         return false;
-    cached_t victims[HUGE_CACHE_SLOTS];
+    ebb_segment_t *victims[HUGE_CACHE_SLOTS];
     int nv = 0;
     seg->kind = EBB_SEG_HUGE_CACHED; /* a second free of it now aborts */
+    uint64_t now = ebb__os_now_ns();
     ebb_lock(&cache_lock);
     for (;;) {
         int empty = -1, oldest = -1;
@@ -72,106 +90,128 @@ static bool cache_put(ebb_segment_t *seg, size_t len) {
             else if (oldest < 0 || cache[i].stamp < cache[oldest].stamp)
                 oldest = i;
         }
-        if (empty >= 0 && cache_bytes + len <= cap) {
-            cache[empty] = (cached_t){seg, len, ++cache_clock};
-            cache_bytes += len;
+        if (empty >= 0 && cache_bytes + cap <= cap_bytes) {
+            cache[empty] = (cached_t){seg, cap, ++cache_clock, now};
+            cache_bytes += cap;
             break;
         }
-        victims[nv++] = cache[oldest];
-        cache_bytes -= cache[oldest].len;
+        victims[nv++] = cache[oldest].seg;
+        cache_bytes -= cache[oldest].cap;
         cache[oldest].seg = NULL;
     }
     atomic_store_explicit(&ebb__huge_cached_bytes, cache_bytes, memory_order_relaxed);
     ebb_unlock(&cache_lock);
-    for (int i = 0; i < nv; i++) {
-        ebb__segmap_set(victims[i].seg, false);
-        ebb__os_unmap(victims[i].seg, victims[i].len);
-    }
+    for (int i = 0; i < nv; i++)
+        unmap_huge(victims[i]);
     return true;
 }
 
-size_t ebb__huge_cache_flush(void) {
-    cached_t all[HUGE_CACHE_SLOTS];
+size_t ebb__huge_cache_expire(uint64_t cutoff_ns, uint64_t decay_ns, uint64_t *next_due_ns) {
+    ebb_segment_t *expired[HUGE_CACHE_SLOTS];
+    int n = 0;
     size_t bytes = 0;
     ebb_lock(&cache_lock);
-    memcpy(all, cache, sizeof(all));
-    memset(cache, 0, sizeof(cache));
-    cache_bytes = 0;
-    atomic_store_explicit(&ebb__huge_cached_bytes, 0, memory_order_relaxed);
-    ebb_unlock(&cache_lock);
-    for (int i = 0; i < HUGE_CACHE_SLOTS; i++)
-        if (all[i].seg) {
-            ebb__segmap_set(all[i].seg, false);
-            ebb__os_unmap(all[i].seg, all[i].len);
-            bytes += all[i].len;
+    for (int i = 0; i < HUGE_CACHE_SLOTS; i++) {
+        if (cache[i].seg == NULL)
+            continue;
+        if (cache[i].freed_ns <= cutoff_ns) {
+            expired[n++] = cache[i].seg;
+            bytes += cache[i].cap;
+            cache_bytes -= cache[i].cap;
+            cache[i].seg = NULL;
+        } else if (next_due_ns && cache[i].freed_ns + decay_ns < *next_due_ns) {
+            *next_due_ns = cache[i].freed_ns + decay_ns;
         }
+    }
+    atomic_store_explicit(&ebb__huge_cached_bytes, cache_bytes, memory_order_relaxed);
+    ebb_unlock(&cache_lock);
+    for (int i = 0; i < n; i++)
+        unmap_huge(expired[i]);
     return bytes;
 }
+
+size_t ebb__huge_cache_flush(void) { return ebb__huge_cache_expire(UINT64_MAX, 0, NULL); }
 
 void ebb__huge_prefork(void) { ebb_lock(&cache_lock); }
 void ebb__huge_postfork_parent(void) { ebb_unlock(&cache_lock); }
 void ebb__huge_postfork_child(void) { ebb_lock_reinit(&cache_lock); }
 
+/* ---- objects ------------------------------------------------------------ */
 static size_t huge_offset(size_t align) {
     if (align <= EBB_PAGE)
         return EBB_PAGE;
     return align < EBB_SEG ? align : EBB_SEG;
 }
 
-static void set_header(ebb_segment_t *seg, void *base, size_t map_len, size_t offset) {
+/* Header of a live object at seg + offset whose mapping ends at
+ * seg + cap. */
+static void *set_live(ebb_segment_t *seg, void *base, size_t map_len, size_t offset) {
     seg->magic = EBB_SEG_MAGIC;
     seg->kind = EBB_SEG_HUGE;
     seg->huge_offset = (uint32_t)offset;
     seg->huge_base = base;
     seg->huge_map_len = map_len;
-    seg->huge_size = map_len - ((uintptr_t)seg + offset - (uintptr_t)base);
-}
-
-void *ebb__huge_alloc(size_t size, size_t align, bool zero) {
-    size_t offset = huge_offset(align);
-    if (size > PTRDIFF_MAX - offset - 2 * EBB_SEG) {
-        errno = ENOMEM;
-        return NULL;
-    }
-    size_t len = ebb_align_up(size + offset, EBB_PAGE);
-    void *base;
-    ebb_segment_t *seg;
-    size_t cached_len;
-    if (offset == EBB_PAGE && (seg = cache_take(len, &cached_len)) != NULL) {
-        set_header(seg, seg, cached_len, offset);
-        atomic_fetch_add_explicit(&ebb__huge_bytes, seg->huge_size, memory_order_relaxed);
-        atomic_fetch_add_explicit(&ebb__huge_count, 1, memory_order_relaxed);
-        if (zero)
-            memset((char *)seg + offset, 0, size);
-        return (char *)seg + offset;
-    }
-    if (align <= EBB_SEG) {
-        base = ebb__os_map_aligned(len, EBB_SEG, 0);
-        seg = base;
-    } else {
-        /* The object at base + EBB_SEG must be aligned to align; the header
-         * then sits one segment below it. */
-        base = ebb__os_map_aligned(len, align, EBB_SEG);
-        seg = base;
-    }
-    if (base == NULL)
-        return NULL;
-    ebb__os_name(base, len, "ebbmalloc-huge");
-    set_header(seg, base, len, offset);
-    ebb__segmap_set(seg, true);
+    seg->huge_size = (uintptr_t)base + map_len - ((uintptr_t)seg + offset);
     atomic_fetch_add_explicit(&ebb__huge_bytes, seg->huge_size, memory_order_relaxed);
     atomic_fetch_add_explicit(&ebb__huge_count, 1, memory_order_relaxed);
     return (char *)seg + offset;
 }
 
-void ebb__huge_free(ebb_segment_t *seg) {
+/* Cut the mapping of seg so that it ends at seg + cap. pre: page-aligned. */
+static void trim_tail(ebb_segment_t *seg, size_t cap) {
+    size_t old = seg_cap(seg);
+    if (cap >= old)
+        return;
+    ebb__os_unmap((char *)seg + cap, old - cap);
+    seg->huge_map_len -= old - cap;
+}
+
+void *ebb__huge_alloc(size_t size, size_t align, bool zero) {
+    size_t offset = huge_offset(align);
+    if (size > PTRDIFF_MAX - offset - 2 * EBB_SEG || align > PTRDIFF_MAX / 4) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    size_t need = ebb_align_up(size + offset, EBB_PAGE);
+    ebb_segment_t *seg;
+    if (align <= EBB_SEG && (seg = cache_take(need)) != NULL) {
+        if (seg_cap(seg) - need > need / 4)
+            trim_tail(seg, need);
+        void *p = set_live(seg, seg->huge_base, seg->huge_map_len, offset);
+        if (zero)
+            memset(p, 0, size); /* a reused mapping is dirty */
+        return p;
+    }
+    void *base;
+    size_t map_len;
+    if (align <= EBB_SEG) {
+        /* Keep the slop: address space only, and no trimming syscalls. */
+        map_len = need + EBB_SEG;
+        base = ebb__os_map(map_len);
+        seg = base ? (ebb_segment_t *)ebb_align_up((uintptr_t)base, EBB_SEG) : NULL;
+    } else {
+        /* The object at seg + EBB_SEG must be aligned to align. */
+        map_len = need;
+        base = ebb__os_map_aligned(map_len, align, EBB_SEG);
+        seg = base;
+    }
+    if (base == NULL)
+        return NULL;
+    ebb__os_name(base, map_len, "ebbmalloc-huge");
+    void *p = set_live(seg, base, map_len, offset);
+    ebb__segmap_set(seg, true);
+    return p;
+}
+
+static void account_free(ebb_segment_t *seg) {
     atomic_fetch_sub_explicit(&ebb__huge_bytes, seg->huge_size, memory_order_relaxed);
     atomic_fetch_sub_explicit(&ebb__huge_count, 1, memory_order_relaxed);
-    if (seg->huge_offset == EBB_PAGE && seg->huge_base == (void *)seg &&
-        cache_put(seg, seg->huge_map_len))
-        return;
-    ebb__segmap_set(seg, false);
-    ebb__os_unmap(seg->huge_base, seg->huge_map_len);
+}
+
+void ebb__huge_free(ebb_segment_t *seg) {
+    account_free(seg);
+    if (!cache_put(seg))
+        unmap_huge(seg);
 }
 
 void *ebb__huge_realloc(ebb_segment_t *seg, void *p, size_t size) {
@@ -179,23 +219,31 @@ void *ebb__huge_realloc(ebb_segment_t *seg, void *p, size_t size) {
     /* Objects aligned to a segment or more move by copying (the caller). */
     if (offset >= EBB_SEG || size > PTRDIFF_MAX - offset - 2 * EBB_SEG)
         return NULL;
-    size_t old_len = seg->huge_map_len, old_size = seg->huge_size;
-    size_t len = ebb_align_up(size + offset, EBB_PAGE);
-    if (len == old_len)
-        return p;
-    if (len < old_len) {
-        ebb__os_unmap((char *)seg + len, old_len - len);
-    } else if (ebb__os_remap_inplace(seg, old_len, len) != 0) {
-        /* Clear the old bit first: once moved, the range may be mapped anew. */
-        ebb__segmap_set(seg, false);
-        ebb_segment_t *moved = ebb__os_remap_aligned(seg, old_len, len, EBB_SEG, 0);
-        ebb__segmap_set(moved ? moved : seg, true);
-        if (moved == NULL)
-            return NULL;
-        seg = moved;
+    size_t need = ebb_align_up(size + offset, EBB_PAGE);
+    size_t cap = seg_cap(seg);
+    size_t lead = (uintptr_t)seg - (uintptr_t)seg->huge_base;
+    if (need <= cap) {
+        if (cap - need <= cap / 2)
+            return p; /* a modest shrink: keep the pages */
+        account_free(seg);
+        trim_tail(seg, need);
+        return set_live(seg, seg->huge_base, seg->huge_map_len, offset);
     }
-    set_header(seg, seg, len, offset);
-    atomic_fetch_add_explicit(&ebb__huge_bytes, seg->huge_size, memory_order_relaxed);
-    atomic_fetch_sub_explicit(&ebb__huge_bytes, old_size, memory_order_relaxed);
-    return (char *)seg + offset;
+    void *base = seg->huge_base;
+    size_t old_len = seg->huge_map_len, new_len = lead + need;
+    account_free(seg);
+    if (ebb__os_remap_inplace(base, old_len, new_len) == 0)
+        return set_live(seg, base, new_len, offset);
+    /* Move: clear the old bit first, since once moved the range may be
+     * mapped anew by another thread. The slop ahead of seg moves along. */
+    ebb__segmap_set(seg, false);
+    char *moved = ebb__os_remap_aligned(base, old_len, new_len, EBB_SEG, lead);
+    if (moved == NULL) {
+        ebb__segmap_set(seg, true);
+        set_live(seg, base, old_len, offset);
+        return NULL;
+    }
+    seg = (ebb_segment_t *)(moved + lead);
+    ebb__segmap_set(seg, true);
+    return set_live(seg, moved, new_len, offset);
 }

@@ -36,6 +36,7 @@ static void prefork(void) {
     if (!atomic_load_explicit(&ebb__initialized, memory_order_acquire))
         return;
     ebb_lock(&init_lock);
+    ebb__decay_prefork();
     ebb__tcache_prefork();
     ebb__arenas_prefork();
     ebb__huge_prefork();
@@ -49,6 +50,7 @@ static void postfork_parent(void) {
     ebb__huge_postfork_parent();
     ebb__arenas_postfork_parent();
     ebb__tcache_postfork_parent();
+    ebb__decay_postfork_parent();
     ebb_unlock(&init_lock);
 }
 
@@ -59,6 +61,8 @@ static void postfork_child(void) {
     ebb__huge_postfork_child();
     ebb__arenas_postfork_child();
     ebb__tcache_postfork_child();
+    ebb__decay_postfork_child();
+    ebb__background_postfork_child();
     ebb__stats_shm_postfork_child();
     ebb_lock_reinit(&init_lock);
 }
@@ -81,6 +85,7 @@ bool ebb__init_slow(void) {
     if (n == 0)
         n = ebb__os_ncpus();
     ebb__narenas = n < EBB_MAX_ARENAS ? n : EBB_MAX_ARENAS;
+    ebb__heap_retain = ebb__opts.retain;
     if (!ebb__segmap_init() || ebb__arena_get(0) == NULL) {
         ebb_unlock(&init_lock);
         return false;

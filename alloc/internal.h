@@ -145,7 +145,7 @@ EBB_INLINE size_t ebb_class_size(unsigned c) { return ebb__classes[c].size; }
 EBB_INLINE bool ebb_class_is_small(unsigned c) { return c - 1 < EBB_NSMALL; }
 
 /* ---- spans and segments -------------------------------------------- */
-enum { EBB_SPAN_FREE = 1, EBB_SPAN_SLAB = 2, EBB_SPAN_LARGE = 3 };
+enum { EBB_SPAN_FREE = 1, EBB_SPAN_SLAB = 2, EBB_SPAN_LARGE = 3, EBB_SPAN_PURGING = 4 };
 
 typedef struct ebb_arena_s ebb_arena_t;
 typedef struct ebb_segment_s ebb_segment_t;
@@ -170,11 +170,14 @@ struct ebb_span_s {
     uint8_t sclass;
     uint8_t on_list;          /* slab: on the bin's non-full list */
     uint8_t zeroed;           /* large: memory known to be zero at alloc */
+    uint8_t muzzy;            /* free: dirty pages were MADV_FREEd (stage 1) */
     uint16_t nfree;           /* slab: free objects */
     uint16_t nobjs;           /* slab: objects in all */
     uint32_t ndirty;          /* free: pages that may be resident */
     uint32_t list_idx;        /* free: which heap list it is on */
-    uint64_t free_since_ns;   /* free: when it last became dirty */
+    uint64_t free_since_ns;   /* free: when it became dirty (or muzzy);
+                                 slab: when an object was last freed into it */
+    uint64_t purged_pages;    /* slab: bit k set = page k purged while free */
     uint64_t bitmap[EBB_SLAB_WORDS]; /* slab: bit i set = object i free */
 };
 
@@ -244,6 +247,8 @@ typedef struct ebb_heap_s {
     size_t dirty_pages;         /* of those, possibly resident */
     size_t purged_bytes;        /* cumulative */
     size_t purge_calls;         /* cumulative */
+    size_t dirty_cap_pages;     /* above this, wake the purger at once */
+    bool kicked;                /* the purger was woken for the cap */
 } ebb_heap_t;
 
 void ebb__heap_init(ebb_heap_t *h);
@@ -257,9 +262,18 @@ void ebb__heap_shrink(ebb_heap_t *h, ebb_span_t *s, size_t npages);
 /* pre: h->lock held. Grow an allocated span in place to npages if the pages
  * after it are free. Returns true on success. */
 bool ebb__heap_grow(ebb_heap_t *h, ebb_span_t *s, size_t npages);
-/* pre: h->lock held. Purge free spans dirty since before cutoff_ns
- * (UINT64_MAX: all). Returns bytes purged. */
-size_t ebb__heap_purge(ebb_heap_t *h, uint64_t cutoff_ns);
+/* What to purge (decay.c builds it from the options and the clock). */
+typedef struct ebb_purge_policy_s {
+    uint64_t cutoff_ns;        /* dirty since at or before this: due */
+    uint64_t muzzy_cutoff_ns;  /* muzzy since at or before this: due */
+    uint64_t decay_ns, muzzy_ns; /* the stages' lengths (muzzy_ns 0: one stage) */
+    size_t keep_dirty_pages;   /* above this, purge whatever is dirty */
+    bool force;                /* purge everything dirty now */
+} ebb_purge_policy_t;
+/* Takes h->lock itself, in short batches; madvise runs unlocked. Lowers
+ * *next_due_ns to the time the next dirty span falls due. Returns bytes. */
+size_t ebb__heap_purge(ebb_heap_t *h, const ebb_purge_policy_t *pol, uint64_t *next_due_ns);
+extern bool ebb__heap_retain; /* option retain: keep every free segment mapped */
 /* Set seg->spans / page_class for an allocated span. */
 void ebb__heap_mark(ebb_span_t *s, uint8_t kind, uint8_t sclass);
 bool ebb__heap_is_valid(ebb_heap_t *h);
@@ -279,6 +293,9 @@ struct ebb_arena_s {
     _Atomic unsigned nthreads;
     ebb_heap_t heap EBB_ALIGNED(EBB_CACHELINE);
     size_t large_allocated;     /* bytes in large objects (heap lock) */
+    _Atomic size_t slab_purged_pages; /* slab pages purged now (not resident) */
+    _Atomic size_t slab_purged_bytes; /* cumulative */
+    _Atomic size_t slab_purge_calls;  /* cumulative */
     uint64_t large_nmalloc, large_nfree;
     ebb_bin_t bins[EBB_NSMALL + 1];
 };
@@ -302,7 +319,7 @@ void ebb__arena_free_large(ebb_segment_t *seg, void *p);
 size_t ebb__arena_large_usable(ebb_segment_t *seg, const void *p);
 /* Resize a large object in place; returns true when p now holds size bytes. */
 bool ebb__arena_large_resize(ebb_segment_t *seg, void *p, size_t size);
-size_t ebb__arena_purge(ebb_arena_t *a, uint64_t cutoff_ns);
+size_t ebb__arena_purge(ebb_arena_t *a, const ebb_purge_policy_t *pol, uint64_t *next_due_ns);
 
 /* ---- thread caches (tcache.c) --------------------------------------- */
 typedef struct ebb_tbin_s {
@@ -328,6 +345,9 @@ struct ebb_tcache_s {
     ebb_arena_t *arena;
     ebb_tcache_t *next, *prev; /* registry of live caches */
     uint64_t nlarge_malloc;    /* large and huge allocations by this thread */
+    _Atomic uint32_t drain;    /* set by the purger: flush at the next slow call */
+    uint64_t seen_nmalloc;     /* purger's view: allocations at last look */
+    uint64_t idle_since_ns;    /* purger's view: no allocation since */
 };
 
 extern __thread ebb_tcache_t *ebb__tls_tcache __attribute__((tls_model("initial-exec")));
@@ -338,6 +358,10 @@ void *ebb__tcache_refill_alloc(ebb_tcache_t *tc, unsigned c);
 void ebb__tcache_overflow_free(ebb_tcache_t *tc, unsigned c, void *p);
 void ebb__tcache_flush_all(ebb_tcache_t *tc);
 void ebb__tcache_thread_exit(void *tc);
+/* Ask the caches of threads that made no allocation for idle_ns to drain
+ * themselves at their next call (see tcache.c). */
+void ebb__tcache_idle_scan(uint64_t now, uint64_t idle_ns);
+void ebb__tcache_drain_if_asked(ebb_tcache_t *tc);
 size_t ebb__tcache_cached_bytes(void);
 unsigned ebb__tcache_count(void);
 void ebb__tcache_prefork(void);
@@ -349,6 +373,9 @@ void *ebb__huge_alloc(size_t size, size_t align, bool zero);
 void ebb__huge_free(ebb_segment_t *seg);
 void *ebb__huge_realloc(ebb_segment_t *seg, void *p, size_t size);
 size_t ebb__huge_cache_flush(void); /* unmap every cached mapping; bytes */
+/* Unmap cached mappings freed at or before cutoff; lower *next_due_ns to the
+ * time the next one expires (given the decay). Returns bytes. */
+size_t ebb__huge_cache_expire(uint64_t cutoff_ns, uint64_t decay_ns, uint64_t *next_due_ns);
 void ebb__huge_prefork(void);
 void ebb__huge_postfork_parent(void);
 void ebb__huge_postfork_child(void);
@@ -368,6 +395,32 @@ extern _Atomic size_t ebb__base_mapped;
 void ebb__base_prefork(void);
 void ebb__base_postfork_parent(void);
 void ebb__base_postfork_child(void);
+
+/* ---- decay and the background thread (decay.c, background.c) -------- */
+extern _Atomic uint64_t ebb__last_purge_ns;
+/* The policy at time now (force: purge everything dirty). */
+ebb_purge_policy_t ebb__decay_policy(uint64_t now, bool force);
+/* One round at time now: purge what is due in every arena and in the huge
+ * cache, ask idle thread caches to drain, update the dirty caps. Returns
+ * when the next work falls due (UINT64_MAX: nothing pending) and adds the
+ * bytes purged to *purged. Only one thread runs it at a time; a concurrent
+ * call returns at once with now + 1 ms. */
+uint64_t ebb__decay_run(uint64_t now, bool force, size_t *purged);
+/* Purge everything dirty now, waiting for a round under way. Bytes. */
+size_t ebb__decay_purge_all(void);
+void ebb__decay_prefork(void);
+void ebb__decay_postfork_parent(void);
+void ebb__decay_postfork_child(void);
+/* From allocation slow paths: run the decay when due and no background
+ * thread does it. */
+void ebb__decay_on_tick(void);
+/* Start the background thread if it is wanted and safe now. pre: no lock held. */
+void ebb__background_maybe_start(void);
+bool ebb__background_running(void);
+void ebb__background_kick(void);
+void ebb__background_postfork_child(void);
+/* Hook of the statistics page, when linked in. */
+__attribute__((weak)) void ebb__stats_shm_tick(uint64_t now_ns);
 
 /* ---- initialisation (init.c) ---------------------------------------- */
 extern _Atomic bool ebb__initialized;

@@ -11,6 +11,15 @@
 #include "internal.h"
 
 /* ---- slow paths ------------------------------------------------------- */
+/* Every so many slow-path calls of a thread: start the background thread
+ * when it is due, or run the decay when there is none. No lock is held. */
+static void slow_tick(ebb_tcache_t *tc) {
+    if (tc->state == EBB_TC_ACTIVE && ++tc->ticks % 16 != 0)
+        return;
+    ebb__background_maybe_start();
+    ebb__decay_on_tick();
+}
+
 static ebb_arena_t *arena_of(ebb_tcache_t *tc) {
     return tc->arena ? tc->arena : ebb__arena_get(0);
 }
@@ -24,6 +33,7 @@ static void *oom(void) {
 static void *small_alloc(unsigned c) {
     ebb_tcache_t *tc = ebb__tcache_get_slow();
     void *p;
+    ebb__tcache_drain_if_asked(tc);
     if (tc->state == EBB_TC_ACTIVE && tc->bins[c].max != 0) {
         ebb_tbin_t *b = &tc->bins[c];
         p = b->head;
@@ -61,15 +71,26 @@ static void *large_or_huge_alloc(size_t size, size_t align, bool zero) {
 static EBB_NOINLINE void *malloc_slow(size_t size, bool zero) {
     if (!ebb_init())
         return oom();
-    if (size > EBB_SMALL_MAX)
-        return large_or_huge_alloc(size, 0, zero);
-    void *p = small_alloc(ebb_size_class(size));
-    if (p != NULL && zero)
-        memset(p, 0, size);
+    void *p;
+    if (size > EBB_SMALL_MAX) {
+        p = large_or_huge_alloc(size, 0, zero);
+    } else {
+        p = small_alloc(ebb_size_class(size));
+        if (p != NULL && zero)
+            memset(p, 0, size);
+    }
+    slow_tick(ebb__tls_tcache);
     return p;
 }
 
+static void free_slow_inner(void *p, ebb_segment_t *seg, unsigned c);
+
 static EBB_NOINLINE void free_slow(void *p, ebb_segment_t *seg, unsigned c) {
+    free_slow_inner(p, seg, c);
+    slow_tick(ebb__tls_tcache);
+}
+
+static void free_slow_inner(void *p, ebb_segment_t *seg, unsigned c) {
     if (c == 0) {
         EBB_CHECK(seg->magic == EBB_SEG_MAGIC && seg->kind == EBB_SEG_HUGE &&
                       (char *)p == (char *)seg + seg->huge_offset,
@@ -82,6 +103,7 @@ static EBB_NOINLINE void free_slow(void *p, ebb_segment_t *seg, unsigned c) {
         return;
     }
     ebb_tcache_t *tc = ebb__tcache_get_slow();
+    ebb__tcache_drain_if_asked(tc);
     if (tc->state == EBB_TC_ACTIVE && tc->bins[c].max != 0) {
         ebb_tbin_t *b = &tc->bins[c];
         if (b->count < b->max) { /* the thread's first call */
@@ -117,7 +139,8 @@ EBB_EXPORT void ebb_free(void *p) {
     ebb_segment_t *seg = ebb_ptr_segment(p);
     unsigned c = seg->page_class[ebb_ptr_page(seg, p)];
     ebb_tbin_t *b = &ebb__tls_tcache->bins[c];
-    if (ebb_likely(b->count < b->max)) {
+    /* max is lowered by the purger to ask an idle cache to drain. */
+    if (ebb_likely(b->count < __atomic_load_n(&b->max, __ATOMIC_RELAXED))) {
         *(void **)p = b->head;
         b->head = p;
         b->count++;

@@ -3,6 +3,8 @@
  */
 #include <fcntl.h>
 #include <linux/futex.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <sys/auxv.h>
@@ -26,6 +28,13 @@ static void *map_raw(size_t len) {
     void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
                    -1, 0);
     return p == MAP_FAILED ? NULL : p;
+}
+
+void *ebb__os_map(size_t len) {
+    int saved = errno;
+    void *p = map_raw(len);
+    errno = p ? saved : ENOMEM;
+    return p;
 }
 
 void *ebb__os_map_aligned(size_t len, size_t align, size_t offset) {
@@ -69,6 +78,17 @@ int ebb__os_purge(void *addr, size_t len) {
     int r = madvise(addr, len, MADV_DONTNEED) == 0 ? 0 : errno;
     errno = saved;
     return r;
+}
+
+int ebb__os_purge_lazy(void *addr, size_t len) {
+#ifdef MADV_FREE
+    int saved = errno;
+    int r = madvise(addr, len, MADV_FREE) == 0 ? 0 : errno;
+    errno = saved;
+    if (r != EINVAL)
+        return r;
+#endif
+    return ebb__os_purge(addr, len);
 }
 
 int ebb__os_remap_inplace(void *addr, size_t old_len, size_t new_len) {
@@ -308,6 +328,93 @@ void ebb__os_futex_wake(volatile uint32_t *addr, int n) {
     int saved = errno;
     syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
     errno = saved;
+}
+
+void ebb__os_futex_wait_timeout(volatile uint32_t *addr, uint32_t val, uint64_t timeout_ns) {
+    int saved = errno;
+    struct timespec ts = {(time_t)(timeout_ns / 1000000000u), (long)(timeout_ns % 1000000000u)};
+    syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, val, &ts, NULL, 0);
+    errno = saved;
+}
+
+bool ebb__os_thread_start(void *(*fn)(void *), void *arg, const char *name) {
+    int saved = errno;
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old); /* inherited by the new thread */
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    pthread_t t;
+    bool ok = pthread_create(&t, &attr, fn, arg) == 0;
+    pthread_attr_destroy(&attr);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (ok)
+        pthread_setname_np(t, name);
+    errno = saved;
+    return ok;
+}
+
+bool ebb__os_parse_mem_value(const char *text, uint64_t *out) {
+    long long v;
+    if (parse_ll(text, &v) == NULL || v <= 0)
+        return false;
+    if ((unsigned long long)v >= (1ull << 60)) /* v1's "no limit" */
+        return false;
+    *out = (uint64_t)v;
+    return true;
+}
+
+/* Read use and limit from dir/<cur_file> and dir/<lim_file>; true when there
+ * is a limit. */
+static bool mem_pair(const char *dir, const char *cur_file, const char *lim_file,
+                     uint64_t *current, uint64_t *limit) {
+    char path[1400], buf[64];
+    join(path, sizeof(path), dir, "/", lim_file);
+    if (read_small(path, buf, sizeof(buf)) <= 0 || !ebb__os_parse_mem_value(buf, limit))
+        return false;
+    join(path, sizeof(path), dir, "/", cur_file);
+    if (read_small(path, buf, sizeof(buf)) <= 0)
+        return false;
+    long long v;
+    if (parse_ll(buf, &v) == NULL || v < 0)
+        return false;
+    *current = (uint64_t)v;
+    return true;
+}
+
+/* Walk from root+rel up to root, the first directory with a limit wins. */
+static bool mem_walk(const char *root, char *rel, const char *cur_file, const char *lim_file,
+                     uint64_t *current, uint64_t *limit) {
+    char dir[1400];
+    for (;;) {
+        join(dir, sizeof(dir), root, strcmp(rel, "/") ? rel : "", "");
+        if (mem_pair(dir, cur_file, lim_file, current, limit))
+            return true;
+        char *slash = strrchr(rel, '/');
+        if (slash == NULL || strcmp(rel, "/") == 0)
+            return false;
+        slash[slash == rel ? 1 : 0] = '\0';
+    }
+}
+
+bool ebb__os_cgroup_memory(uint64_t *current, uint64_t *limit) {
+    int saved = errno;
+    char rel[1024];
+    bool ok = false;
+    /* v2; in a container the process's path may not exist under the mount
+     * (the namespace root is the mount's root): try the root as well. */
+    if (cgroup_path(NULL, rel, sizeof(rel)))
+        ok = mem_walk("/sys/fs/cgroup", rel, "memory.current", "memory.max", current, limit) ||
+             mem_pair("/sys/fs/cgroup", "memory.current", "memory.max", current, limit);
+    if (!ok && cgroup_path("memory", rel, sizeof(rel)))
+        ok = mem_walk("/sys/fs/cgroup/memory", rel, "memory.usage_in_bytes",
+                      "memory.limit_in_bytes", current, limit) ||
+             mem_pair("/sys/fs/cgroup/memory", "memory.usage_in_bytes", "memory.limit_in_bytes",
+                      current, limit);
+    errno = saved;
+    return ok;
 }
 
 void ebb__os_yield(void) { sched_yield(); }

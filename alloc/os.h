@@ -17,10 +17,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Map len bytes of fresh zeroed read-write memory anywhere.
+ * pre: len page-aligned. Returns NULL when the OS refuses (errno ENOMEM). */
+void *ebb__os_map(size_t len);
+
 /* Map len bytes of fresh zeroed read-write memory at an address m such that
- * (m + offset) % align == 0 and m % EBB_SEG == 0.
- * pre: len page-aligned; align a power of two >= EBB_SEG; offset < align and
- *      a multiple of EBB_SEG (or 0).
+ * (m + offset) % align == 0.
+ * pre: len page-aligned; align a power of two >= EBB_SEG; offset < align,
+ *      page-aligned.
  * Returns NULL when the OS refuses (errno is then left as ENOMEM). */
 void *ebb__os_map_aligned(size_t len, size_t align, size_t offset);
 
@@ -32,12 +36,17 @@ int ebb__os_unmap(void *addr, size_t len);
  * Returns 0 or an errno. */
 int ebb__os_purge(void *addr, size_t len);
 
+/* Let the OS reclaim the pages lazily (MADV_FREE): they stay resident
+ * until memory is short, and read as zero or as before. Falls back to
+ * ebb__os_purge where MADV_FREE is unknown. pre: page-aligned. */
+int ebb__os_purge_lazy(void *addr, size_t len);
+
 /* Resize a mapping in place (never moves). pre: page-aligned.
  * Returns 0 or an errno (ENOMEM when the following range is taken). */
 int ebb__os_remap_inplace(void *addr, size_t old_len, size_t new_len);
 
-/* Move a mapping to a new address m with (m + offset) % align == 0 and
- * m % EBB_SEG == 0, changing its length; page tables move, data is not
+/* Move a mapping to a new address m with (m + offset) % align == 0,
+ * changing its length; page tables move, data is not
  * copied. Returns the new address or NULL (the old mapping is then intact). */
 void *ebb__os_remap_aligned(void *addr, size_t old_len, size_t new_len, size_t align,
                             size_t offset);
@@ -77,6 +86,22 @@ uint64_t ebb__os_now_ns(void);
 /* Futex wait while *addr == val / wake up to n waiters. */
 void ebb__os_futex_wait(volatile uint32_t *addr, uint32_t val);
 void ebb__os_futex_wake(volatile uint32_t *addr, int n);
+
+/* As ebb__os_futex_wait, returning after timeout_ns at the latest. */
+void ebb__os_futex_wait_timeout(volatile uint32_t *addr, uint32_t val, uint64_t timeout_ns);
+
+/* Start a detached thread running fn(arg) with every signal blocked, named
+ * name (at most 15 characters). Returns false when it could not start. */
+bool ebb__os_thread_start(void *(*fn)(void *), void *arg, const char *name);
+
+/* Memory use and limit of the process's cgroup (v2 memory.current and
+ * memory.max; v1 memory.usage_in_bytes and memory.limit_in_bytes; the
+ * nearest ancestor with a limit). Returns false when there is no cgroup or
+ * no limit. */
+bool ebb__os_cgroup_memory(uint64_t *current, uint64_t *limit);
+/* Parse a cgroup memory value ("max", or bytes). Returns false for "max",
+ * a v1 "unlimited" value, or text that is not a number. Pure; for tests. */
+bool ebb__os_parse_mem_value(const char *text, uint64_t *out);
 
 /* Yield the CPU for a spin loop that is taking long. */
 void ebb__os_yield(void);

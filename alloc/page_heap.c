@@ -17,6 +17,7 @@
 #define SEG_USABLE (EBB_SEG_PAGES - EBB_SEG_FIRST_PAGE)
 
 _Atomic size_t ebb__segments_mapped;
+bool ebb__heap_retain;
 
 static unsigned list_index(size_t npages) {
     if (npages <= EBB_HEAP_EXACT)
@@ -225,27 +226,33 @@ void ebb__heap_mark(ebb_span_t *s, uint8_t kind, uint8_t sclass) {
     }
 }
 
-void ebb__heap_free(ebb_heap_t *h, ebb_span_t *s) {
+/* When two free spans merge, their dirty times average, weighted by dirty
+ * pages: fresh frees next to old dirty pages neither get purged at once
+ * (that would purge memory about to be reused) nor postpone the old pages
+ * by a whole decay; the dirty cap bounds the rest. */
+static uint64_t merged_since(const ebb_span_t *a, const ebb_span_t *b) {
+    if (a->ndirty == 0)
+        return b->free_since_ns;
+    if (b->ndirty == 0)
+        return a->free_since_ns;
+    uint64_t ta = a->free_since_ns, tb = b->free_since_ns;
+    uint64_t lo = ta < tb ? ta : tb, hi = ta < tb ? tb : ta;
+    uint64_t w_hi = ta < tb ? b->ndirty : a->ndirty;
+    return lo + (uint64_t)((double)(hi - lo) * w_hi / (a->ndirty + b->ndirty));
+}
+
+/* Put a free, off-list span on its list, merged with its free neighbours;
+ * a span that now covers a whole segment is a spare, or is unmapped. */
+static void insert_coalesced(ebb_heap_t *h, ebb_span_t *s) {
     ebb_segment_t *seg = s->seg;
-    EBB_DASSERT(s->kind == EBB_SPAN_SLAB || s->kind == EBB_SPAN_LARGE);
-    h->active_pages -= s->npages;
-    if (s->kind == EBB_SPAN_SLAB)
-        memset(&seg->page_class[s->first], 0, s->npages);
-    else
-        seg->page_class[s->first] = 0;
-    seg->nfree_pages += s->npages;
-    s->kind = EBB_SPAN_FREE;
-    s->sclass = 0;
-    s->ndirty = s->npages;
-    s->free_since_ns = ebb__os_now_ns();
-    /* Coalesce with the free neighbours. */
     if (s->first > EBB_SEG_FIRST_PAGE) {
         ebb_span_t *p = seg->spans[s->first - 1];
         if (p && p->kind == EBB_SPAN_FREE) {
             list_remove(h, p);
+            p->free_since_ns = merged_since(p, s);
+            p->muzzy &= s->muzzy;
             p->npages += s->npages;
             p->ndirty += s->ndirty;
-            p->free_since_ns = s->free_since_ns;
             ebb__span_delete(h, s);
             s = p;
         }
@@ -255,6 +262,8 @@ void ebb__heap_free(ebb_heap_t *h, ebb_span_t *s) {
         ebb_span_t *n = seg->spans[end];
         if (n && n->kind == EBB_SPAN_FREE) {
             list_remove(h, n);
+            s->free_since_ns = merged_since(s, n);
+            s->muzzy &= n->muzzy;
             s->npages += n->npages;
             s->ndirty += n->ndirty;
             ebb__span_delete(h, n);
@@ -263,10 +272,36 @@ void ebb__heap_free(ebb_heap_t *h, ebb_span_t *s) {
     set_bounds(s);
     list_insert(h, s);
     if (s->npages == SEG_USABLE) {
-        if (h->nspare < EBB_HEAP_SPARE_MAX)
+        if (h->nspare < EBB_HEAP_SPARE_MAX || ebb__heap_retain)
             h->nspare++;
         else
             segment_release(h, s);
+    }
+}
+
+void ebb__heap_free(ebb_heap_t *h, ebb_span_t *s) {
+    ebb_segment_t *seg = s->seg;
+    EBB_DASSERT(s->kind == EBB_SPAN_SLAB || s->kind == EBB_SPAN_LARGE);
+    h->active_pages -= s->npages;
+    if (s->kind == EBB_SPAN_SLAB)
+        memset(&seg->page_class[s->first], 0, s->npages);
+    else
+        seg->page_class[s->first] = 0;
+    seg->nfree_pages += s->npages;
+    /* Slab pages purged while the slab lived are clean already. */
+    uint32_t clean = s->kind == EBB_SPAN_SLAB ? (uint32_t)__builtin_popcountll(s->purged_pages) : 0;
+    if (clean)
+        atomic_fetch_sub_explicit(&seg->arena->slab_purged_pages, clean, memory_order_relaxed);
+    s->kind = EBB_SPAN_FREE;
+    s->sclass = 0;
+    s->purged_pages = 0;
+    s->muzzy = 0;
+    s->ndirty = s->npages - clean;
+    s->free_since_ns = ebb__os_now_ns();
+    insert_coalesced(h, s);
+    if (h->dirty_pages > h->dirty_cap_pages && !h->kicked) {
+        h->kicked = true; /* once per purge round: see ebb__decay_run */
+        ebb__background_kick();
     }
 }
 
@@ -310,20 +345,87 @@ bool ebb__heap_grow(ebb_heap_t *h, ebb_span_t *s, size_t npages) {
     return true;
 }
 
-size_t ebb__heap_purge(ebb_heap_t *h, uint64_t cutoff_ns) {
+/* Is s due: a dirty free span whose current stage has lasted long enough? */
+static bool purge_due(const ebb_span_t *s, const ebb_purge_policy_t *pol) {
+    if (s->ndirty == 0)
+        return false;
+    if (pol->force)
+        return true;
+    return s->free_since_ns <= (s->muzzy ? pol->muzzy_cutoff_ns : pol->cutoff_ns);
+}
+
+#define PURGE_BATCH 32
+
+/* The purge runs in batches: under the lock, take up to PURGE_BATCH due
+ * spans off their lists (kind PURGING: no one allocates or merges them);
+ * without the lock, madvise them; under the lock again, put them back
+ * clean. Allocating threads never wait behind an madvise. */
+size_t ebb__heap_purge(ebb_heap_t *h, const ebb_purge_policy_t *pol, uint64_t *next_due_ns) {
     size_t purged = 0;
-    for (unsigned i = next_nonempty(h, 0); i < EBB_HEAP_NLISTS; i = next_nonempty(h, i + 1)) {
-        for (ebb_span_t *s = h->lists[i]; s; s = s->next) {
-            if (s->ndirty == 0 || s->free_since_ns > cutoff_ns)
-                continue;
-            ebb__os_purge((void *)ebb_span_addr(s), (size_t)s->npages << EBB_PAGE_SHIFT);
-            purged += (size_t)s->ndirty << EBB_PAGE_SHIFT;
-            h->dirty_pages -= s->ndirty;
-            s->ndirty = 0;
-            h->purge_calls++;
+    uint64_t next = UINT64_MAX;
+    for (int rounds = 0; rounds < 1 << 16; rounds++) {
+        ebb_span_t *batch[PURGE_BATCH];
+        bool lazy[PURGE_BATCH];
+        int n = 0;
+        ebb_lock(&h->lock);
+        for (unsigned i = next_nonempty(h, 0); i < EBB_HEAP_NLISTS && n < PURGE_BATCH;
+             i = next_nonempty(h, i + 1)) {
+            for (ebb_span_t *s = h->lists[i], *nx; s && n < PURGE_BATCH; s = nx) {
+                nx = s->next;
+                bool over_cap = h->dirty_pages > pol->keep_dirty_pages;
+                if (!purge_due(s, pol) && !(over_cap && s->ndirty)) {
+                    if (s->ndirty) {
+                        uint64_t due = s->free_since_ns + (s->muzzy ? pol->muzzy_ns : pol->decay_ns);
+                        if (due < next)
+                            next = due;
+                    }
+                    continue;
+                }
+                list_remove(h, s);
+                if (s->npages == SEG_USABLE)
+                    h->nspare--;
+                s->kind = EBB_SPAN_PURGING;
+                /* Two stages when muzzy decay is on: MADV_FREE, then DONTNEED. */
+                lazy[n] = pol->muzzy_ns != 0 && !s->muzzy && !pol->force && !over_cap;
+                batch[n++] = s;
+            }
         }
+        ebb_unlock(&h->lock);
+        if (n == 0)
+            break;
+        size_t bytes = 0, calls = 0;
+        for (int k = 0; k < n; k++) {
+            void *addr = (void *)ebb_span_addr(batch[k]);
+            size_t len = (size_t)batch[k]->npages << EBB_PAGE_SHIFT;
+            if (lazy[k])
+                ebb__os_purge_lazy(addr, len);
+            else
+                ebb__os_purge(addr, len);
+            calls++;
+            if (!lazy[k])
+                bytes += (size_t)batch[k]->ndirty << EBB_PAGE_SHIFT;
+        }
+        uint64_t now = ebb__os_now_ns();
+        ebb_lock(&h->lock);
+        for (int k = 0; k < n; k++) {
+            ebb_span_t *s = batch[k];
+            s->kind = EBB_SPAN_FREE;
+            if (lazy[k]) {
+                s->muzzy = 1;
+                s->free_since_ns = now; /* the second stage starts now */
+            } else {
+                s->muzzy = 0;
+                s->ndirty = 0;
+            }
+            insert_coalesced(h, s);
+        }
+        h->purged_bytes += bytes;
+        h->purge_calls += calls;
+        ebb_unlock(&h->lock);
+        purged += bytes;
     }
-    h->purged_bytes += purged;
+    if (next_due_ns && next < *next_due_ns)
+        *next_due_ns = next;
     return purged;
 }
 

@@ -67,18 +67,10 @@ EBB_EXPORT size_t ebb_purge(void) {
     if (!ebb_init())
         return 0;
     ebb_thread_flush();
-    size_t n = ebb__huge_cache_flush();
-    for (unsigned i = 0; i < EBB_MAX_ARENAS; i++) {
-        ebb_arena_t *a = __atomic_load_n(&ebb__arenas[i], __ATOMIC_ACQUIRE);
-        if (a != NULL)
-            n += ebb__arena_purge(a, UINT64_MAX);
-    }
-    return n;
+    return ebb__decay_purge_all();
 }
 
 /* ---- the shared statistics page (stats_shm.c) -------------------------- */
-/* When memory was last given back (CLOCK_MONOTONIC ns; 0: never). */
-_Atomic uint64_t ebb__last_purge_ns;
 
 /* One arena's counters, and its objects out of slabs added to classes[c-1]. */
 static void collect_arena(ebb_arena_t *a, ebb_stats_counters_t *s, ebb_stats_class_t *classes,
@@ -100,10 +92,14 @@ static void collect_arena(ebb_arena_t *a, ebb_stats_counters_t *s, ebb_stats_cla
     ebb_unlock(&a->heap.lock);
     s->live_bytes = f.slab_bytes_out + f.large_bytes;
     s->live_objects = objects + (s->large_nmalloc - s->large_nfree);
-    s->active_bytes = f.active_pages << EBB_PAGE_SHIFT;
+    /* Free pages inside slabs that the decay purged are active but not
+     * resident: they count as retained. */
+    size_t slab_purged = atomic_load_explicit(&a->slab_purged_pages, memory_order_relaxed);
+    s->active_bytes = (f.active_pages - (slab_purged < f.active_pages ? slab_purged : f.active_pages))
+                      << EBB_PAGE_SHIFT;
     s->dirty_bytes = f.dirty_pages << EBB_PAGE_SHIFT;
-    s->purged_bytes = f.purged_bytes;
-    s->purge_calls = f.purge_calls;
+    s->purged_bytes = f.purged_bytes + atomic_load_explicit(&a->slab_purged_bytes, memory_order_relaxed);
+    s->purge_calls = f.purge_calls + atomic_load_explicit(&a->slab_purge_calls, memory_order_relaxed);
     s->mapped_bytes = f.nsegments * EBB_SEG;
     uint64_t used = s->active_bytes + s->dirty_bytes;
     s->retained_bytes = s->mapped_bytes > used ? s->mapped_bytes - used : 0;

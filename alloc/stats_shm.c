@@ -82,7 +82,7 @@ static void build_snapshot(uint64_t now_ns) {
     h->publish_ns = now_ns;
     h->publish_count = ++shm.publish_count;
     h->interval_ms = ebb__opts.stats_interval_ms;
-    h->decay_ms = 0; /* ebb__opts.decay_ms once conf.def has it */
+    h->decay_ms = ebb__opts.decay_ms;
     h->last_purge_ns = atomic_load_explicit(&ebb__last_purge_ns, memory_order_relaxed);
     h->purge_token = shm.purge_token;
     h->purge_bytes = shm.purge_bytes;

@@ -156,7 +156,6 @@ void ebb__stats_shm_publish(uint64_t now_ns);
 /* Fill the counters from the arenas, caches and huge objects (stats.c). */
 void ebb__stats_collect(ebb_stats_counters_t *total, ebb_stats_counters_t *arenas,
                         unsigned narenas, ebb_stats_class_t *classes, unsigned nclasses);
-extern _Atomic uint64_t ebb__last_purge_ns;
 /* Objects of each class in live thread caches, added to counts[class]
  * (tcache.c, where the registry is). */
 void ebb__tcache_cached_counts(uint64_t counts[]);

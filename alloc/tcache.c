@@ -13,6 +13,15 @@
  * a full bin flushes the older half. A per-thread byte bound (tcache_max_kb)
  * is enforced on those slow paths. On thread exit (a pthread key
  * destructor) everything goes back to the arenas.
+ *
+ * Idle caches: the purger (decay.c) notices a thread that has made no
+ * allocation for decay_ms and sets every bin's max to 0, then `drain`. The
+ * thread's next free misses the fast path (count < 0 is false) and its next
+ * cache miss lands in a slow path anyway; both see `drain`, flush the whole
+ * cache and restore the bounds. The fast paths pay nothing for this: they
+ * already load max. A thread blocked forever keeps at most tcache_max_kb
+ * cached -- stealing its cache from another thread would need a fence or an
+ * atomic on every fast-path call (alloc/README.md argues the choice).
  */
 #include <pthread.h>
 
@@ -217,6 +226,41 @@ uint64_t ebb__class_nmalloc(unsigned c) {
         n += tc->bins[c].nmalloc;
     ebb_unlock(&tc_lock);
     return n;
+}
+
+void ebb__tcache_drain_if_asked(ebb_tcache_t *tc) {
+    if (ebb_likely(atomic_load_explicit(&tc->drain, memory_order_acquire) == 0))
+        return;
+    atomic_store_explicit(&tc->drain, 0, memory_order_relaxed);
+    ebb__tcache_flush_all(tc);
+    for (unsigned c = 0; c < EBB_NCLASSES; c++)
+        __atomic_store_n(&tc->bins[c].max, bin_max(c), __ATOMIC_RELAXED);
+}
+
+void ebb__tcache_idle_scan(uint64_t now, uint64_t idle_ns) {
+    ebb_lock(&tc_lock);
+    for (ebb_tcache_t *tc = tc_live; tc; tc = tc->next) {
+        /* Racy reads of the owner's counters: a stale value only delays. */
+        uint64_t sum = 0, cached = 0;
+        for (unsigned c = 1; c <= EBB_NSMALL; c++) {
+            sum += __atomic_load_n(&tc->bins[c].nmalloc, __ATOMIC_RELAXED);
+            cached += __atomic_load_n(&tc->bins[c].count, __ATOMIC_RELAXED);
+        }
+        if (sum != tc->seen_nmalloc || tc->idle_since_ns == 0) {
+            tc->seen_nmalloc = sum;
+            tc->idle_since_ns = now;
+            continue;
+        }
+        if (cached == 0 || now - tc->idle_since_ns < idle_ns ||
+            atomic_load_explicit(&tc->drain, memory_order_relaxed))
+            continue;
+        /* Bounds first, then the flag (release): the owner restores the
+         * bounds only after it has seen the flag, so none stays at 0. */
+        for (unsigned c = 0; c < EBB_NCLASSES; c++)
+            __atomic_store_n(&tc->bins[c].max, 0, __ATOMIC_RELAXED);
+        atomic_store_explicit(&tc->drain, 1, memory_order_release);
+    }
+    ebb_unlock(&tc_lock);
 }
 
 void ebb__tcache_prefork(void) { ebb_lock(&tc_lock); }

@@ -141,9 +141,8 @@ static void test_purge_zeroes_and_counts(void **state) {
     memset(p, 0xab, 8 * EBB_PAGE);
     give(f, s);
     assert_true(f->heap.dirty_pages >= 8);
-    ebb_lock(&f->heap.lock);
-    size_t purged = ebb__heap_purge(&f->heap, UINT64_MAX);
-    ebb_unlock(&f->heap.lock);
+    ebb_purge_policy_t all = {.force = true, .keep_dirty_pages = SIZE_MAX};
+    size_t purged = ebb__heap_purge(&f->heap, &all, NULL);
     assert_true(purged >= 8 * EBB_PAGE);
     assert_int_equal(f->heap.dirty_pages, 0);
     ebb_span_t *t = take(f, 8, 1);
@@ -152,10 +151,12 @@ static void test_purge_zeroes_and_counts(void **state) {
     for (size_t i = 0; i < 8 * EBB_PAGE; i += 512)
         assert_int_equal(p[i], 0);
     give(f, t);
-    /* Nothing dirty since the cutoff: nothing purged. */
-    ebb_lock(&f->heap.lock);
-    assert_int_equal(ebb__heap_purge(&f->heap, 0), 0);
-    ebb_unlock(&f->heap.lock);
+    /* Nothing dirty at or before the cutoff: nothing purged, and the next
+     * due time is reported. */
+    ebb_purge_policy_t none = {.cutoff_ns = 0, .decay_ns = 1000, .keep_dirty_pages = SIZE_MAX};
+    uint64_t next = UINT64_MAX;
+    assert_int_equal(ebb__heap_purge(&f->heap, &none, &next), 0);
+    assert_true(next != UINT64_MAX);
 }
 
 static void test_too_large_fails_cleanly(void **state) {

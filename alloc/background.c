@@ -1,0 +1,99 @@
+/*
+ * The background thread: runs the decay (decay.c) on its clock, watches the
+ * cgroup's memory pressure, and publishes statistics, so that memory goes
+ * back to the OS even while every application thread sleeps.
+ *
+ * Started lazily from an allocation slow path with no lock held, once the
+ * library's constructor has run (never during early initialisation, when
+ * the dynamic loader or libc may still be setting up), with every signal
+ * blocked in it (the JVM's signals go to its own threads). After fork it
+ * does not exist in the child; the child's next slow path starts a new one.
+ *
+ * Sleeping: until the next dirty span falls due, and at most
+ * IDLE_SLEEP_NS; with nothing dirty it wakes once per IDLE_SLEEP_NS only.
+ * A free that pushes an arena over its dirty cap, and ebb_purge() callers,
+ * wake it early through a futex word.
+ */
+#include "conf.h"
+#include "internal.h"
+
+#define MS ((uint64_t)1000000)
+#define IDLE_SLEEP_NS (1000 * MS)
+#define MIN_SLEEP_NS (5 * MS)
+#define PRESSURE_EVERY_NS (100 * MS)
+
+enum { BG_OFF = 0, BG_STARTING = 1, BG_RUNNING = 2, BG_FAILED = 3 };
+static _Atomic int bg_state;
+static _Atomic uint32_t bg_wake;
+static _Atomic bool ctor_done;
+
+__attribute__((constructor)) static void background_ctor(void) {
+    atomic_store_explicit(&ctor_done, true, memory_order_release);
+}
+
+bool ebb__background_running(void) {
+    return atomic_load_explicit(&bg_state, memory_order_relaxed) == BG_RUNNING;
+}
+
+void ebb__background_kick(void) {
+    if (!ebb__background_running())
+        return;
+    atomic_fetch_add_explicit(&bg_wake, 1, memory_order_release);
+    ebb__os_futex_wake((volatile uint32_t *)&bg_wake, 1);
+}
+
+/* Memory use of the process's cgroup as a percentage of its limit reached
+ * pressure_pct? (No limit, or no cgroup: never.) */
+static bool under_pressure(void) {
+    if (ebb__opts.pressure_pct == 0)
+        return false;
+    uint64_t current, limit;
+    if (!ebb__os_cgroup_memory(&current, &limit) || limit == 0)
+        return false;
+    return current >= limit / 100 * ebb__opts.pressure_pct;
+}
+
+static void *bg_main(void *arg) {
+    (void)arg;
+    uint64_t last_pressure = 0;
+    for (;;) {
+        uint32_t seen = atomic_load_explicit(&bg_wake, memory_order_acquire);
+        uint64_t now = ebb__os_now_ns();
+        bool force = false;
+        if (now - last_pressure >= PRESSURE_EVERY_NS) {
+            last_pressure = now;
+            force = under_pressure();
+        }
+        uint64_t next = ebb__decay_run(now, force, NULL);
+        if (ebb__stats_shm_tick)
+            ebb__stats_shm_tick(now);
+        now = ebb__os_now_ns();
+        uint64_t sleep = next > now ? next - now : 0;
+        if (sleep > IDLE_SLEEP_NS)
+            sleep = IDLE_SLEEP_NS;
+        if (sleep < MIN_SLEEP_NS)
+            sleep = MIN_SLEEP_NS;
+        ebb__os_futex_wait_timeout((volatile uint32_t *)&bg_wake, seen, sleep);
+    }
+    return NULL;
+}
+
+void ebb__background_maybe_start(void) {
+    if (ebb_likely(atomic_load_explicit(&bg_state, memory_order_relaxed) != BG_OFF))
+        return;
+    if (!ebb__opts.background_thread || !atomic_load_explicit(&ctor_done, memory_order_acquire))
+        return;
+    int expect = BG_OFF;
+    if (!atomic_compare_exchange_strong(&bg_state, &expect, BG_STARTING))
+        return;
+    bool ok = ebb__os_thread_start(bg_main, NULL, "ebbmalloc-bg");
+    atomic_store_explicit(&bg_state, ok ? BG_RUNNING : BG_FAILED, memory_order_release);
+    if (!ok)
+        ebb__warn("could not start the background thread; purging on allocation instead");
+}
+
+void ebb__background_postfork_child(void) {
+    /* The thread did not survive the fork; a FAILED start may be retried. */
+    atomic_store_explicit(&bg_state, BG_OFF, memory_order_relaxed);
+    atomic_store_explicit(&bg_wake, 0, memory_order_relaxed);
+}

@@ -1,0 +1,109 @@
+/*
+ * The decay: free memory goes back to the OS decay_ms after it was freed.
+ *
+ *   freed ──decay_ms──> purged (MADV_DONTNEED: RSS falls, pages read as 0)
+ *   with muzzy_decay_ms > 0:
+ *   freed ──decay_ms──> MADV_FREE ──muzzy_decay_ms──> MADV_DONTNEED
+ *
+ * What decays: free spans of the page heaps (a span remembers when it
+ * became dirty; merging keeps the older time), the free pages inside slabs
+ * (pages none of whose objects is in use, though the slab is), cached huge
+ * mappings (unmapped), and idle thread caches (asked to drain). Beyond the
+ * clock, a cap (dirty_max_kb, or dirty_max_pct of an arena's active pages,
+ * at least DIRTY_FLOOR) bounds what any arena keeps resident, and memory
+ * pressure from the cgroup (background.c) purges everything at once.
+ *
+ * Who runs it: the background thread (background.c), or -- without one --
+ * allocation slow paths every DECAY_TICK_NS at most. Purging is in short
+ * batches with the locks dropped around madvise (page_heap.c), so no
+ * allocating thread waits behind a purge storm. Every function here takes
+ * the time as an argument, so tests drive it with their own clock.
+ */
+#include "conf.h"
+#include "internal.h"
+
+#define MS ((uint64_t)1000000)
+#define DIRTY_FLOOR_PAGES ((size_t)(4 << 20) >> EBB_PAGE_SHIFT)
+#define DECAY_TICK_NS (100 * MS) /* without a background thread */
+
+_Atomic uint64_t ebb__last_purge_ns;
+static ebb_lock_t decay_lock = EBB_LOCK_INIT;
+static _Atomic uint64_t next_tick_ns;
+
+ebb_purge_policy_t ebb__decay_policy(uint64_t now, bool force) {
+    ebb_purge_policy_t pol;
+    memset(&pol, 0, sizeof(pol));
+    pol.decay_ns = ebb__opts.decay_ms * MS;
+    pol.muzzy_ns = ebb__opts.muzzy_decay_ms * MS;
+    pol.cutoff_ns = now >= pol.decay_ns ? now - pol.decay_ns : 0;
+    pol.muzzy_cutoff_ns = now >= pol.muzzy_ns ? now - pol.muzzy_ns : 0;
+    pol.keep_dirty_pages = SIZE_MAX; /* per arena: set by the caller */
+    pol.force = force;
+    return pol;
+}
+
+static size_t dirty_cap_pages(const ebb_heap_t *h) {
+    size_t cap;
+    if (ebb__opts.dirty_max_kb)
+        cap = (size_t)ebb__opts.dirty_max_kb >> (EBB_PAGE_SHIFT - 10);
+    else
+        cap = h->active_pages * ebb__opts.dirty_max_pct / 100;
+    return cap > DIRTY_FLOOR_PAGES ? cap : DIRTY_FLOOR_PAGES;
+}
+
+/* pre: decay_lock held. */
+static uint64_t decay_round(uint64_t now, bool force, size_t *purged) {
+    uint64_t next = UINT64_MAX;
+    size_t bytes = 0;
+    ebb_purge_policy_t pol = ebb__decay_policy(now, force);
+    for (unsigned i = 0; i < EBB_MAX_ARENAS; i++) {
+        ebb_arena_t *a = __atomic_load_n(&ebb__arenas[i], __ATOMIC_ACQUIRE);
+        if (a == NULL)
+            continue;
+        ebb_lock(&a->heap.lock);
+        pol.keep_dirty_pages = dirty_cap_pages(&a->heap);
+        a->heap.dirty_cap_pages = pol.keep_dirty_pages;
+        a->heap.kicked = false;
+        ebb_unlock(&a->heap.lock);
+        bytes += ebb__arena_purge(a, &pol, &next);
+    }
+    bytes += ebb__huge_cache_expire(force ? UINT64_MAX : pol.cutoff_ns, pol.decay_ns, &next);
+    ebb__tcache_idle_scan(now, pol.decay_ns);
+    if (bytes)
+        atomic_store_explicit(&ebb__last_purge_ns, now, memory_order_relaxed);
+    if (purged)
+        *purged += bytes;
+    return next;
+}
+
+uint64_t ebb__decay_run(uint64_t now, bool force, size_t *purged) {
+    uint32_t expect = 0;
+    if (!atomic_compare_exchange_strong_explicit(&decay_lock.state, &expect, 1,
+                                                 memory_order_acquire, memory_order_relaxed))
+        return now + MS; /* another thread is at it */
+    uint64_t next = decay_round(now, force, purged);
+    ebb_unlock(&decay_lock);
+    return next;
+}
+
+size_t ebb__decay_purge_all(void) {
+    size_t bytes = 0;
+    ebb_lock(&decay_lock);
+    decay_round(ebb__os_now_ns(), true, &bytes);
+    ebb_unlock(&decay_lock);
+    return bytes;
+}
+
+void ebb__decay_prefork(void) { ebb_lock(&decay_lock); }
+void ebb__decay_postfork_parent(void) { ebb_unlock(&decay_lock); }
+void ebb__decay_postfork_child(void) { ebb_lock_reinit(&decay_lock); }
+
+void ebb__decay_on_tick(void) {
+    if (ebb__background_running())
+        return;
+    uint64_t now = ebb__os_now_ns();
+    if (now < atomic_load_explicit(&next_tick_ns, memory_order_relaxed))
+        return;
+    atomic_store_explicit(&next_tick_ns, now + DECAY_TICK_NS, memory_order_relaxed);
+    ebb__decay_run(now, false, NULL);
+}

@@ -1,0 +1,113 @@
+/*
+ * fork() while other threads allocate: the child must find the allocator
+ * usable (no lock left held by a thread that does not exist in the child),
+ * free blocks the parent allocated, start threads of its own, and exit 0.
+ * A child that deadlocks is killed by alarm() and fails the test.
+ */
+#include "stress_util.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+
+#include <cmocka.h>
+
+enum {
+    BACKGROUND = 3,
+    FORKS = 30,
+    CHILD_OPS = 20000,
+    CHILD_THREADS = 2,
+    INHERITED = 256,
+    CHILD_TIMEOUT = 20, /* seconds */
+};
+
+static uint64_t seed;
+static atomic_bool stop;
+static tu_block_t *inherited[INHERITED];
+
+/* Allocate, resize and free without pause until told to stop, so that a
+ * fork lands in the middle of the allocator's critical sections. */
+static void *background(void *arg)
+{
+    size_t id = *(size_t *)arg;
+    tu_rng_t rng = tu_rng(seed + id);
+    tu_block_t *live[64] = {0};
+    for (uint64_t op = 0; !atomic_load_explicit(&stop, memory_order_relaxed); op++)
+        tu_churn_step(live, 64, &rng, op, op % 50 == 0 ? 2 * TU_MiB : 4 * TU_KiB, 3);
+    tu_free_all(live, 64);
+    return NULL;
+}
+
+/* Plain churn for the child and its threads. */
+static void *child_churn(void *arg)
+{
+    tu_rng_t rng = tu_rng((uintptr_t)arg);
+    tu_block_t *live[128] = {0};
+    for (size_t op = 0; op < CHILD_OPS; op++)
+        tu_churn_step(live, 128, &rng, op, op % 64 == 0 ? TU_MiB : 2 * TU_KiB, 0);
+    tu_free_all(live, 128);
+    return NULL;
+}
+
+static int grandchild_main(void *arg)
+{
+    child_churn((void *)(uintptr_t)7);
+    return atomic_load(&tu_failures) == 0 ? 0 : 1;
+}
+
+static int child_main(void *arg)
+{
+    /* The parent's blocks are the child's copy now: check and free them. */
+    tu_free_all(inherited, INHERITED);
+    pthread_t t[CHILD_THREADS];
+    for (size_t i = 0; i < CHILD_THREADS; i++)
+        if (pthread_create(&t[i], NULL, child_churn, (void *)(uintptr_t)(i + 1)) != 0)
+            return 2;
+    child_churn((void *)(uintptr_t)99);
+    for (size_t i = 0; i < CHILD_THREADS; i++)
+        pthread_join(t[i], NULL);
+    if (atomic_load(&tu_failures) != 0)
+        return 1;
+    /* The child can fork again, too. */
+    return tu_run_in_child(grandchild_main, NULL, CHILD_TIMEOUT) == 0 ? 0 : 3;
+}
+
+static void fork_while_allocating(void **state)
+{
+    seed = tu_seed(9);
+    tu_rng_t rng = tu_rng(seed);
+    for (size_t i = 0; i < INHERITED; i++)
+        inherited[i] = tu_block_new(tu_rng_size(&rng, 16, 64 * TU_KiB), i);
+
+    pthread_t t[BACKGROUND];
+    size_t ids[BACKGROUND];
+    for (size_t i = 0; i < BACKGROUND; i++) {
+        ids[i] = i;
+        assert_int_equal(pthread_create(&t[i], NULL, background, &ids[i]), 0);
+    }
+    int failed = 0;
+    for (int f = 0; f < FORKS; f++) {
+        int rc = tu_run_in_child(child_main, NULL, CHILD_TIMEOUT);
+        if (rc != 0) {
+            fprintf(stderr, "fork %d: child %s %d\n", f, rc >= 128 ? "died of signal" : "exited",
+                    rc >= 128 ? rc - 128 : rc);
+            failed++;
+        }
+        /* The parent goes on allocating too. */
+        free(malloc(tu_rng_size(&rng, 16, 64 * TU_KiB)));
+    }
+    atomic_store(&stop, true);
+    for (size_t i = 0; i < BACKGROUND; i++)
+        pthread_join(t[i], NULL);
+    tu_free_all(inherited, INHERITED);
+    assert_int_equal(failed, 0);
+    assert_int_equal(atomic_load(&tu_failures), 0);
+}
+
+int main(void)
+{
+    tu_require_ebbmalloc();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(fork_while_allocating),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
