@@ -109,3 +109,22 @@ bool ebb__segmap_test(const void *seg) {
         return false;
     return (atomic_load_explicit(&segmap[i / 64], memory_order_acquire) >> (i % 64)) & 1;
 }
+
+void *ebb__segmap_find_below(const void *addr) {
+    size_t i = (uintptr_t)addr >> EBB_SEG_SHIFT;
+    if (segmap == NULL)
+        return NULL;
+    if (i >= SEGMAP_BITS)
+        i = SEGMAP_BITS - 1;
+    /* Word by word: 64 segments at a time. */
+    size_t w = i / 64;
+    uint64_t bits = atomic_load_explicit(&segmap[w], memory_order_acquire);
+    bits &= (i % 64 == 63) ? ~0ull : ((1ull << (i % 64 + 1)) - 1);
+    for (;;) {
+        if (bits)
+            return (void *)(((w * 64) + 63 - (size_t)__builtin_clzll(bits)) << EBB_SEG_SHIFT);
+        if (w == 0)
+            return NULL;
+        bits = atomic_load_explicit(&segmap[--w], memory_order_acquire);
+    }
+}

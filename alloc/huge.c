@@ -41,8 +41,10 @@ static size_t cache_bytes;
 static uint64_t cache_clock;
 
 static void unmap_huge(ebb_segment_t *seg) {
+    size_t len = seg->huge_map_len;
     ebb__segmap_set(seg, false);
-    ebb__os_unmap(seg->huge_base, seg->huge_map_len);
+    ebb__os_unmap(seg->huge_base, len);
+    atomic_fetch_add_explicit(&ebb__unmapped_bytes, len, memory_order_relaxed);
 }
 
 /* seg's capacity: bytes from seg to the end of its mapping. */

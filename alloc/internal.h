@@ -86,6 +86,7 @@ static const bool ebb_config_debug = false;
 #define EBB_LUT_MAX 1024         /* sizes up to this use a table lookup */
 #define EBB_SLAB_MAX_OBJS 512
 #define EBB_SLAB_WORDS (EBB_SLAB_MAX_OBJS / 64)
+#define EBB_SLAB_MIN_BYTES 4096 /* small slabs: a few survivors pin little */
 
 #define EBB_MAX_ARENAS 1024
 
@@ -387,6 +388,10 @@ extern _Atomic size_t ebb__huge_bytes, ebb__huge_count, ebb__huge_cached_bytes;
 bool ebb__segmap_init(void);
 void ebb__segmap_set(const void *seg, bool on);
 bool ebb__segmap_test(const void *seg);
+/* The highest segment header at or below addr's segment, or NULL. */
+void *ebb__segmap_find_below(const void *addr);
+/* Bytes unmapped so far (segments released, huge mappings). */
+extern _Atomic size_t ebb__unmapped_bytes;
 size_t ebb__base_used(void);
 void *ebb__base_alloc(size_t size); /* zeroed, EBB_CACHELINE aligned; NULL on OOM */
 ebb_span_t *ebb__span_new(ebb_heap_t *h); /* pre: h->lock held */

@@ -256,15 +256,23 @@ EBB_EXPORT int ebb_posix_memalign(void **out, size_t align, size_t size) {
 EBB_EXPORT bool ebb_owns(const void *p) {
     if (p == NULL || !atomic_load_explicit(&ebb__initialized, memory_order_acquire))
         return false;
-    ebb_segment_t *seg = ebb_ptr_segment(p);
-    if (!ebb__segmap_test(seg) || seg->magic != EBB_SEG_MAGIC)
+    /* The nearest header at or below p: a huge object spans segments. */
+    ebb_segment_t *seg = ebb__segmap_find_below((const char *)p - 1);
+    if (seg == NULL || seg->magic != EBB_SEG_MAGIC)
         return false;
+    const char *c = p;
     if (seg->kind == EBB_SEG_HUGE)
-        return (const char *)p >= (const char *)seg + seg->huge_offset &&
-               (const char *)p < (const char *)seg + seg->huge_offset + seg->huge_size;
+        return c >= (const char *)seg + seg->huge_offset &&
+               c < (const char *)seg + seg->huge_offset + seg->huge_size;
+    if (seg->kind != EBB_SEG_NORMAL || c >= (const char *)seg + EBB_SEG)
+        return false;
     size_t page = ebb_ptr_page(seg, p);
-    return page >= EBB_SEG_FIRST_PAGE && page < EBB_SEG_PAGES && seg->spans[page] != NULL &&
-           seg->spans[page]->kind != EBB_SPAN_FREE;
+    if (page < EBB_SEG_FIRST_PAGE)
+        return false;
+    /* Entries of interior pages may be stale: check the span's range. */
+    const ebb_span_t *s = seg->spans[page];
+    return s != NULL && s->seg == seg && page >= s->first && page < s->first + s->npages &&
+           (s->kind == EBB_SPAN_SLAB || s->kind == EBB_SPAN_LARGE);
 }
 
 EBB_EXPORT const char *ebb_version(void) { return EBB_VERSION_STRING; }

@@ -17,6 +17,7 @@
 #define SEG_USABLE (EBB_SEG_PAGES - EBB_SEG_FIRST_PAGE)
 
 _Atomic size_t ebb__segments_mapped;
+_Atomic size_t ebb__unmapped_bytes;
 bool ebb__heap_retain;
 
 static unsigned list_index(size_t npages) {
@@ -134,6 +135,7 @@ static void segment_release(ebb_heap_t *h, ebb_span_t *whole) {
     atomic_fetch_sub_explicit(&ebb__segments_mapped, EBB_SEG, memory_order_relaxed);
     ebb__segmap_set(seg, false);
     ebb__os_unmap(seg, EBB_SEG);
+    atomic_fetch_add_explicit(&ebb__unmapped_bytes, EBB_SEG, memory_order_relaxed);
 }
 
 /* Cut s (free, off-list) to its first npages; the rest becomes a free span. */
@@ -215,15 +217,14 @@ void ebb__heap_mark(ebb_span_t *s, uint8_t kind, uint8_t sclass) {
     ebb_segment_t *seg = s->seg;
     s->kind = kind;
     s->sclass = sclass;
-    if (kind == EBB_SPAN_SLAB) {
-        for (uint32_t p = s->first; p < s->first + s->npages; p++) {
-            seg->spans[p] = s;
-            seg->page_class[p] = sclass;
-        }
-    } else {
-        set_bounds(s);
+    /* Every page maps to the span (ebb_owns and free find it from any
+     * page); only slab pages carry the class. */
+    for (uint32_t p = s->first; p < s->first + s->npages; p++)
+        seg->spans[p] = s;
+    if (kind == EBB_SPAN_SLAB)
+        memset(&seg->page_class[s->first], sclass, s->npages);
+    else
         seg->page_class[s->first] = sclass;
-    }
 }
 
 /* When two free spans merge, their dirty times average, weighted by dirty
@@ -339,9 +340,10 @@ bool ebb__heap_grow(ebb_heap_t *h, ebb_span_t *s, size_t npages) {
     }
     seg->nfree_pages -= n->npages; /* the remainder went back on a list */
     h->active_pages += n->npages;
+    for (uint32_t p = n->first; p < n->first + n->npages; p++)
+        seg->spans[p] = s;
     s->npages += n->npages;
     ebb__span_delete(h, n);
-    set_bounds(s);
     return true;
 }
 

@@ -20,7 +20,7 @@ static uint32_t slab_pages_for(size_t size) {
     uint32_t best = 0;
     size_t best_waste = SIZE_MAX;
     /* At least 16 KiB (fewer trips to the page heap), within the bitmap. */
-    size_t target = 4 * size > 16384 ? 4 * size : 16384;
+    size_t target = 4 * size > EBB_SLAB_MIN_BYTES ? 4 * size : EBB_SLAB_MIN_BYTES;
     uint32_t min_pages = (uint32_t)((target + EBB_PAGE - 1) / EBB_PAGE);
     uint32_t cap_pages = (uint32_t)((size_t)EBB_SLAB_MAX_OBJS * size / EBB_PAGE);
     if (cap_pages && min_pages > cap_pages)

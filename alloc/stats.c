@@ -40,7 +40,7 @@ EBB_EXPORT void ebb_summary(ebb_summary_t *out) {
         large += f.large_bytes;
         active_pages += f.active_pages;
         dirty_pages += f.dirty_pages;
-        purged += f.purged_bytes;
+        purged += f.purged_bytes + atomic_load_explicit(&a->slab_purged_bytes, memory_order_relaxed);
         out->narenas++;
     }
     size_t cached = ebb__tcache_cached_bytes();
@@ -53,7 +53,7 @@ EBB_EXPORT void ebb_summary(ebb_summary_t *out) {
     out->dirty += huge_cached;
     out->mapped = atomic_load_explicit(&ebb__segments_mapped, memory_order_relaxed) + huge + huge_cached +
                   atomic_load_explicit(&ebb__base_mapped, memory_order_relaxed);
-    out->purged = purged;
+    out->purged = purged + atomic_load_explicit(&ebb__unmapped_bytes, memory_order_relaxed);
     out->nthreads = ebb__tcache_count();
 }
 

@@ -69,10 +69,13 @@ static void *free_other_share(void *arg)
 }
 
 /* Resident bytes may exceed the live bytes by this factor (size-class
- * rounding, partly used slabs, caches) plus SLACK. glibc stays within it. */
+ * rounding, partly used slabs, caches) plus SLACK: the 4 KiB pages that the
+ * scattered survivors pin. glibc, whose free chunks serve any size, stays at
+ * about 1.4x live here; jemalloc (no purge inside slabs) exceeds the bound;
+ * ebbmalloc meets it only because it purges free pages inside slabs. */
 #define OVERHEAD_NUM 3
 #define OVERHEAD_DEN 2
-#define SLACK (16 * TU_MiB)
+#define SLACK (24 * TU_MiB)
 
 static void resident_set_plateaus(void **state)
 {
@@ -91,6 +94,9 @@ static void resident_set_plateaus(void **state)
         live[cycle] = atomic_load(&live_bytes);
         ebb_summary_t s = tu_summary();
         tu_run_indexed(THREADS, free_other_share);
+        /* Let the decay (decay_ms:100, set by ctest) purge the pages the
+         * freed blocks left empty, inside slabs that survivors keep. */
+        usleep(300 * 1000);
         fprintf(stderr,
                 "cycle %2u at peak: live %zu MiB, resident +%zu MiB; ebb: allocated %zu, "
                 "active %zu, dirty %zu, mapped %zu MiB\n",
