@@ -146,6 +146,8 @@ void ebb__stats_collect(ebb_stats_counters_t *total, ebb_stats_counters_t *arena
     total->live_bytes =
         (slab_and_large > total->tcache_bytes ? slab_and_large - total->tcache_bytes : 0) + huge;
     total->live_objects += atomic_load_explicit(&ebb__huge_count, memory_order_relaxed);
+    /* As ebb_summary: unmapped segments and huge mappings went back too. */
+    total->purged_bytes += atomic_load_explicit(&ebb__unmapped_bytes, memory_order_relaxed);
     total->huge_bytes = huge;
     total->active_bytes += huge;
     total->dirty_bytes += huge_cached;
