@@ -94,7 +94,7 @@ bool ebb__init_slow(void) {
     atomic_store_explicit(&ebb__initialized, true, memory_order_release);
     pthread_atfork(prefork, postfork_parent, postfork_child);
     ebb_unlock(&init_lock);
-    ebb__stats_shm_init(); /* removed at exit by a destructor in stats_shm.c */
+    ebb__stats_shm_init(); /* made on a later tick, removed at exit (stats_shm.c) */
     if (ebb__opts.verbose) {
         char buf[400];
         ebb__conf_describe(&ebb__opts, buf, sizeof(buf));

@@ -8,8 +8,13 @@
  * and copies it into the page under the sequence lock.
  *
  * The process writes the page and reads one word of it: the request word,
- * which it swaps with 0 on each tick. A forked child gets its own page,
- * created on its first tick, so a child that only execs leaves none behind.
+ * which it swaps with 0 on each tick.
+ *
+ * The page is due at initialisation and made by the first tick at least
+ * stats_interval_ms later, so a process that lives shorter than that (a
+ * shell, a forked child that execs or _exits) leaves no page behind: only a
+ * destructor removes it, and _exit or a signal runs none. A forked child's
+ * page is due when it is born.
  */
 #include "conf.h"
 #include "internal.h"
@@ -19,7 +24,9 @@
 
 static struct {
     _Atomic(ebb_stats_header_t *) page; /* NULL: no page */
-    _Atomic bool create_pending;        /* a forked child's page is due */
+    _Atomic bool create_pending;        /* a page is due at due_ns */
+    uint64_t due_ns;
+    bool loud;                          /* stats_shm set explicitly: warn */
     _Atomic bool gone;                  /* removed at exit: publish no more */
     ebb_lock_t lock;                    /* one writer at a time */
     unsigned char *snap;                /* private snapshot, size bytes */
@@ -147,21 +154,28 @@ static void create(bool loud) {
     atomic_store_explicit(&shm.page, page, memory_order_release);
 }
 
+static void make_due(void) {
+    shm.due_ns = ebb__os_now_ns() + ebb__opts.stats_interval_ms * 1000000u;
+    atomic_store(&shm.create_pending, true);
+}
+
 void ebb__stats_shm_init(void) {
+    shm.loud = ebb__conf_explicit(&ebb__opts, "stats_shm");
     if (ebb__opts.stats_shm)
-        create(ebb__conf_explicit(&ebb__opts, "stats_shm"));
+        make_due();
 }
 
 void ebb__stats_shm_postfork_child(void) {
     ebb_lock_reinit(&shm.lock);
     ebb_stats_header_t *page = atomic_exchange(&shm.page, NULL);
-    if (page == NULL)
+    if (page == NULL && !atomic_load(&shm.create_pending))
         return;
-    /* The parent's page stays the parent's; ours comes on the first tick. */
-    ebb__os_unmap(page, shm.size);
+    /* The parent's page stays the parent's; ours comes later, on a tick. */
+    if (page != NULL)
+        ebb__os_unmap(page, shm.size);
     shm.path[0] = '\0';
     shm.purge_token = shm.purge_bytes = shm.purge_duration_ns = shm.purge_done_ns = 0;
-    atomic_store(&shm.create_pending, true);
+    make_due();
 }
 
 bool ebb__stats_shm_wants_tick(void) {
@@ -173,8 +187,9 @@ bool ebb__stats_shm_wants_tick(void) {
 void ebb__stats_shm_tick(uint64_t now_ns) {
     if (atomic_load_explicit(&shm.gone, memory_order_relaxed))
         return;
-    if (atomic_exchange(&shm.create_pending, false))
-        create(ebb__conf_explicit(&ebb__opts, "stats_shm"));
+    if (atomic_load_explicit(&shm.create_pending, memory_order_relaxed) && now_ns >= shm.due_ns &&
+        atomic_exchange(&shm.create_pending, false))
+        create(shm.loud);
     ebb_stats_header_t *page = atomic_load_explicit(&shm.page, memory_order_acquire);
     if (page == NULL || shm.lock.state != 0)
         return;

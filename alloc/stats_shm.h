@@ -141,15 +141,16 @@ static inline bool ebb_stats_seq_read(const ebb_stats_header_t *page, void *dst,
 }
 
 /* ---- the writer, inside the allocator (stats_shm.c) --------------------- */
-/* Create the page at initialisation (stats_shm option); quiet unless
- * stats_shm was set explicitly. */
+/* At initialisation (stats_shm option): the page is due one
+ * stats_interval_ms from now. Quiet unless stats_shm was set explicitly. */
 void ebb__stats_shm_init(void);
-/* In a forked child: drop the parent's mapping, create the child's page. */
+/* In a forked child: drop the parent's mapping; the child's page is due. */
 void ebb__stats_shm_postfork_child(void);
-/* True while the page exists (the background thread should tick). */
+/* True while the page exists or is due (the background thread should tick). */
 bool ebb__stats_shm_wants_tick(void);
 /* Called by the background thread at least every stats_interval_ms:
- * honours a request, publishes when the interval has elapsed. */
+ * creates the page once it is due, honours a request, publishes when the
+ * interval has elapsed. */
 void ebb__stats_shm_tick(uint64_t now_ns);
 /* Build and publish a snapshot now (tests, and after a purge). */
 void ebb__stats_shm_publish(uint64_t now_ns);

@@ -20,6 +20,7 @@ import time
 MIB = 1 << 20
 EXIT = dict(ok=0, usage=2, noproc=3, nopage=4, perm=5, stale=6, version=7, corrupt=8)
 failures = []
+PRELOAD = [""]
 
 
 def check(cond, what):
@@ -54,6 +55,17 @@ class Holder:
         if self.p.poll() is None:
             self.p.stdin.close()
             self.p.wait(timeout=30)
+
+
+def wait_file(path, timeout=8.0):
+    """True once path exists: the page is made one stats_interval_ms after
+    the process starts, on a tick of its background thread."""
+    end = time.time() + timeout
+    while time.time() < end:
+        if os.path.exists(path):
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def wait_page(ebbstat, pid, dirname, want_snapshots=2, timeout=8.0):
@@ -117,6 +129,7 @@ def test_live_process(ebbstat, holder_bin, dirname):
     h = Holder([holder_bin, str(live_mib), str(dirty_mib), "tick"], env=env)
     try:
         path = os.path.join(dirname, f"ebbmalloc.{h.pid}")
+        check(wait_file(path), "the page appears")
         st = os.lstat(path)
         check(oct(st.st_mode & 0o7777) == "0o600", f"page {path} has mode 0600")
         doc = wait_page(ebbstat, h.pid, dirname)
@@ -198,7 +211,7 @@ def test_normal_exit_removes(holder_bin, dirname):
     env = dict(os.environ, EBBMALLOC_CONF=f"stats_dir:{dirname}")
     h = Holder([holder_bin, "1", "0"], env=env)
     path = os.path.join(dirname, f"ebbmalloc.{h.pid}")
-    existed = os.path.exists(path)
+    existed = wait_file(path)
     h.stop()
     check(existed and not os.path.exists(path), "the page exists while the process runs, "
           "and is removed at normal exit")
@@ -209,17 +222,33 @@ def test_no_page_warns_once_if_asked(holder_bin):
     on stderr only when stats_shm was set explicitly."""
     missing = "/nonexistent-ebbstat-dir"
     for conf, want in ((f"stats_shm:true,stats_dir:{missing}", 1), (f"stats_dir:{missing}", 0)):
-        r = subprocess.run([holder_bin, "2", "0"], input="", capture_output=True, text=True,
-                           timeout=60, env=dict(os.environ, EBBMALLOC_CONF=conf))
-        n = r.stderr.count("statistics page")
-        check(r.returncode == 0 and r.stdout.startswith("ready") and n == want,
+        p = subprocess.Popen([holder_bin, "2", "0", "tick"], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=dict(os.environ, EBBMALLOC_CONF=conf + ",stats_interval_ms:100"))
+        time.sleep(0.6)  # past the time the page is due
+        out, err = p.communicate(input="", timeout=60)
+        n = err.count("statistics page")
+        check(p.returncode == 0 and out.startswith("ready") and n == want,
               f"{conf}: runs on, {n} warning(s) (want {want})")
+
+
+def test_short_process_leaves_no_page(holder_bin, dirname):
+    """A process that ends before its page is due, by _exit, leaves none."""
+    env = dict(os.environ, EBBMALLOC_CONF=f"stats_dir:{dirname}")
+    before = set(os.listdir(dirname))
+    r = subprocess.run(["sh", "-c", f"{holder_bin} 1 0 </dev/null; exec {holder_bin} 1 0 </dev/null"],
+                       capture_output=True, text=True, timeout=60, env=dict(env, LD_PRELOAD=""))
+    r2 = subprocess.run([sys.executable, "-c", "import os; os._exit(0)"], timeout=60,
+                        env=dict(env, LD_PRELOAD=PRELOAD[0]))
+    check(r.returncode == 0 and r2.returncode == 0 and set(os.listdir(dirname)) == before,
+          "short-lived processes (one ending by _exit) leave no page")
 
 
 def test_hostile_pages(ebbstat, holder_bin, dirname, fuzz):
     """Pages made by hand: each a clear error and exit code, never a crash."""
     env = dict(os.environ, EBBMALLOC_CONF=f"stats_dir:{dirname}")
     h = Holder([holder_bin, "1", "0", "tick"], env=env)
+    wait_page(ebbstat, h.pid, dirname)
     with open(os.path.join(dirname, f"ebbmalloc.{h.pid}"), "rb") as f:
         good = f.read()
     h.stop()
@@ -356,6 +385,8 @@ def main():
         test_cli_basics(a.ebbstat)
         test_normal_exit_removes(a.holder, dirname)
         test_no_page_warns_once_if_asked(a.holder)
+        PRELOAD[0] = a.preload
+        test_short_process_leaves_no_page(a.holder, dirname)
         test_live_process(a.ebbstat, a.holder, dirname)
         test_hostile_pages(a.ebbstat, a.holder, dirname, a.fuzz)
         test_jvm(a.ebbstat, a.preload, dirname)
