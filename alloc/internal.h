@@ -83,7 +83,7 @@ static const bool ebb_config_debug = false;
 #define EBB_SMALL_MAX ((size_t)32768)
 #define EBB_NCLASSES 65          /* classes 41..64: large spans */
 #define EBB_LARGE_MAX ((size_t)2 << 20)
-#define EBB_LUT_MAX 1024         /* sizes up to this use a table lookup */
+#define EBB_LUT_MAX EBB_SMALL_MAX /* sizes up to this use a table lookup (2 KiB) */
 #define EBB_SLAB_MAX_OBJS 512
 #define EBB_SLAB_WORDS (EBB_SLAB_MAX_OBJS / 64)
 #define EBB_SLAB_MIN_BYTES 4096 /* small slabs: a few survivors pin little */
@@ -128,7 +128,7 @@ extern uint8_t ebb__class_lut[(EBB_LUT_MAX >> 4) + 1];
 
 void ebb__size_classes_init(void);
 
-/* For 128 < size <= EBB_LARGE_MAX: with 2^g < size <= 2^(g+1), the class
+/* For 128 < size <= EBB_LARGE_MAX (the table covers the small sizes): with 2^g < size <= 2^(g+1), the class
  * is the g-th group of four plus which quarter of the group size - 1 is in. */
 EBB_INLINE unsigned ebb_size_class_big(size_t size) {
     unsigned g = (unsigned)(63 - __builtin_clzll(size - 1));
@@ -328,7 +328,9 @@ typedef struct ebb_tbin_s {
     uint32_t count;   /* objects on the list */
     uint32_t max;     /* the list's bound; 0: never cache this class */
     uint64_t nmalloc; /* allocations served from this class */
+    uint64_t pad;     /* 32 bytes: the bin address is one shift away */
 } ebb_tbin_t;
+_Static_assert(sizeof(ebb_tbin_t) == 32, "thread-cache bins are 32 bytes");
 
 enum { EBB_TC_UNINIT = 0, EBB_TC_ACTIVE = 1, EBB_TC_BUSY = 2, EBB_TC_DEAD = 3 };
 

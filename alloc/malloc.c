@@ -120,13 +120,16 @@ static void free_slow_inner(void *p, ebb_segment_t *seg, unsigned c) {
 
 /* ---- fast paths ------------------------------------------------------- */
 EBB_EXPORT void *ebb_malloc(size_t size) {
-    if (ebb_likely(size <= EBB_SMALL_MAX)) {
-        ebb_tbin_t *b = &ebb__tls_tcache->bins[ebb_size_class(size)];
+    if (ebb_likely(size <= EBB_LUT_MAX)) {
+        size_t c = ebb__class_lut[(size + 15) >> 4];
+        ebb_tbin_t *b = &ebb__tls_tcache->bins[c];
+        __asm__("" : "+r"(b)); /* keep b in a register: one address for every field */
         void *p = b->head;
         if (ebb_likely(p != NULL)) {
-            b->head = *(void **)p;
-            b->count--;
+            void *next = *(void **)p;
             b->nmalloc++;
+            b->count--;
+            b->head = next;
             return p;
         }
     }

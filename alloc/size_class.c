@@ -64,10 +64,9 @@ void ebb__size_classes_init(void) {
             ci->slab_pages = (uint32_t)(ci->size / EBB_PAGE);
         }
     }
+    unsigned cls = 1;
     for (size_t i = 0; i <= (EBB_LUT_MAX >> 4); i++) {
-        size_t size = i << 4;
-        unsigned cls = 1;
-        while (ebb__classes[cls].size < size)
+        while (ebb__classes[cls].size < (i << 4))
             cls++;
         ebb__class_lut[i] = (uint8_t)cls;
     }
