@@ -10,33 +10,60 @@
 
 ebb_opts_t ebb__opts;
 
-enum { T_BOOL, T_UINT };
+enum { T_BOOL, T_UINT, T_STR };
 #define EBB_T_BOOL T_BOOL
 #define EBB_T_UINT T_UINT
+#define EBB_T_STR T_STR
+/* A default is a number (def) or, for STR, a string (sdef). */
+#define EBB_NUMDEF_BOOL(d) d
+#define EBB_NUMDEF_UINT(d) d
+#define EBB_NUMDEF_STR(d) 0
+#define EBB_STRDEF_BOOL(d) NULL
+#define EBB_STRDEF_UINT(d) NULL
+#define EBB_STRDEF_STR(d) d
 
 typedef struct opt_desc_s {
     const char *name;
     int type;
     uint64_t def, min, max;
+    const char *sdef;
     const char *doc;
     size_t offset;
 } opt_desc_t;
 
 static const opt_desc_t opt_table[] = {
 #define EBB_OPT(type, name, def, min, max, doc)                                \
-    {#name, EBB_T_##type, def, min, max, doc, offsetof(ebb_opts_t, name)},
+    {#name, EBB_T_##type, EBB_NUMDEF_##type(def), min, max, EBB_STRDEF_##type(def), doc,      \
+     offsetof(ebb_opts_t, name)},
 #include "conf.def"
 #undef EBB_OPT
 };
+_Static_assert(sizeof(opt_table) / sizeof(opt_table[0]) <= 64, "explicit_mask has 64 bits");
 #define NOPTS (sizeof(opt_table) / sizeof(opt_table[0]))
 
 static uint64_t *opt_slot(ebb_opts_t *o, const opt_desc_t *d) {
     return (uint64_t *)((char *)o + d->offset);
 }
+static char *opt_str(ebb_opts_t *o, const opt_desc_t *d) { return (char *)o + d->offset; }
+
+/* Bounded copy of len bytes into a STR option's buffer, zero-filled after
+ * the text so that two equal option sets compare equal byte for byte. */
+static void str_set(char *dst, const char *s, size_t len) {
+    if (len > EBB_OPT_STR_LEN - 1)
+        len = EBB_OPT_STR_LEN - 1;
+    memset(dst, 0, EBB_OPT_STR_LEN);
+    memcpy(dst, s, len);
+}
 
 void ebb__conf_defaults(ebb_opts_t *o) {
-    for (size_t i = 0; i < NOPTS; i++)
-        *opt_slot(o, &opt_table[i]) = opt_table[i].def;
+    for (size_t i = 0; i < NOPTS; i++) {
+        const opt_desc_t *d = &opt_table[i];
+        if (d->type == T_STR)
+            str_set(opt_str(o, d), d->sdef, strlen(d->sdef));
+        else
+            *opt_slot(o, d) = d->def;
+    }
+    o->explicit_mask = 0;
 }
 
 /* ---- formatting ------------------------------------------------------ */
@@ -236,6 +263,19 @@ static int parse_entry(ebb_opts_t *o, const char *s, size_t len) {
                   key);
         return 1;
     }
+    if (d->type == T_STR) {
+        if (vlen == 0 || vlen > EBB_OPT_STR_LEN - 1) {
+            token_copy(val, sizeof(val), v, vlen);
+            ebb__warn("EBBMALLOC_CONF: invalid value '%s' for '%s' (expected 1..%u bytes of "
+                      "text); keeping the default %s",
+                      val, d->name, (unsigned)(EBB_OPT_STR_LEN - 1), d->sdef);
+            str_set(opt_str(o, d), d->sdef, strlen(d->sdef));
+            return 1;
+        }
+        str_set(opt_str(o, d), v, vlen);
+        o->explicit_mask |= 1ull << (d - opt_table);
+        return 0;
+    }
     uint64_t x;
     bool ok = d->type == T_BOOL ? parse_bool(v, vlen, &x) : parse_uint(v, vlen, &x);
     if (!ok || x < d->min || x > d->max) {
@@ -253,6 +293,7 @@ static int parse_entry(ebb_opts_t *o, const char *s, size_t len) {
         return 1;
     }
     *opt_slot(o, d) = x;
+    o->explicit_mask |= 1ull << (d - opt_table);
     return 0;
 }
 
@@ -278,7 +319,11 @@ int ebb__conf_parse(ebb_opts_t *o, const char *text) {
     return bad;
 }
 
-static size_t value_text(const opt_desc_t *d, uint64_t v, char *buf, size_t cap) {
+/* An option's current value in o (or its default when o is NULL) as text. */
+static size_t value_text(const opt_desc_t *d, ebb_opts_t *o, char *buf, size_t cap) {
+    if (d->type == T_STR)
+        return ebb__fmt(buf, cap, "%s", o ? opt_str(o, d) : d->sdef);
+    uint64_t v = o ? *opt_slot(o, d) : d->def;
     if (d->type == T_BOOL)
         return ebb__fmt(buf, cap, "%s", v ? "true" : "false");
     return ebb__fmt(buf, cap, "%llu", (unsigned long long)v);
@@ -293,9 +338,12 @@ void ebb__conf_help(void) {
                                      EBB_VERSION_STRING));
     for (size_t i = 0; i < NOPTS; i++) {
         const opt_desc_t *d = &opt_table[i];
-        char def[32];
-        value_text(d, d->def, def, sizeof(def));
-        if (d->type == T_BOOL)
+        char def[EBB_OPT_STR_LEN];
+        value_text(d, NULL, def, sizeof(def));
+        if (d->type == T_STR)
+            n = ebb__fmt(line, sizeof(line), "  %s (text, default %s): %s\n", d->name, def,
+                         d->doc);
+        else if (d->type == T_BOOL)
             n = ebb__fmt(line, sizeof(line), "  %s (bool, default %s): %s\n", d->name, def,
                          d->doc);
         else
@@ -312,8 +360,8 @@ size_t ebb__conf_describe(const ebb_opts_t *o, char *buf, size_t cap) {
         buf[0] = '\0';
     for (size_t i = 0; i < NOPTS && n + 1 < cap; i++) {
         const opt_desc_t *d = &opt_table[i];
-        char v[32];
-        value_text(d, *opt_slot((ebb_opts_t *)o, d), v, sizeof(v));
+        char v[EBB_OPT_STR_LEN];
+        value_text(d, (ebb_opts_t *)o, v, sizeof(v));
         n += ebb__fmt(buf + n, cap - n, "%s%s:%s", i ? "," : "", d->name, v);
     }
     return n;
@@ -326,6 +374,11 @@ const char *ebb_option(const char *name, char *buf, size_t buflen) {
     const opt_desc_t *d = opt_find(name, strlen(name));
     if (d == NULL)
         return NULL;
-    value_text(d, *opt_slot(&ebb__opts, d), buf, buflen);
+    value_text(d, &ebb__opts, buf, buflen);
     return buf;
+}
+
+bool ebb__conf_explicit(const ebb_opts_t *o, const char *name) {
+    const opt_desc_t *d = opt_find(name, strlen(name));
+    return d != NULL && (o->explicit_mask >> (d - opt_table) & 1);
 }

@@ -12,6 +12,7 @@
 
 #include "conf.h"
 #include "internal.h"
+#include "stats_shm.h"
 
 _Atomic bool ebb__initialized;
 static ebb_lock_t init_lock = EBB_LOCK_INIT;
@@ -62,6 +63,7 @@ static void postfork_child(void) {
     ebb__tcache_postfork_child();
     ebb__decay_postfork_child();
     ebb__background_postfork_child();
+    ebb__stats_shm_postfork_child();
     ebb_lock_reinit(&init_lock);
 }
 
@@ -92,6 +94,7 @@ bool ebb__init_slow(void) {
     atomic_store_explicit(&ebb__initialized, true, memory_order_release);
     pthread_atfork(prefork, postfork_parent, postfork_child);
     ebb_unlock(&init_lock);
+    ebb__stats_shm_init(); /* made on a later tick, removed at exit (stats_shm.c) */
     if (ebb__opts.verbose) {
         char buf[400];
         ebb__conf_describe(&ebb__opts, buf, sizeof(buf));

@@ -10,6 +10,7 @@
 #include <sys/auxv.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -417,6 +418,78 @@ bool ebb__os_cgroup_memory(uint64_t *current, uint64_t *limit) {
 }
 
 void ebb__os_yield(void) { sched_yield(); }
+
+/* ---- the shared statistics page ----------------------------------------- */
+int ebb__os_shm_create(const char *path, size_t len, void **out) {
+    int saved = errno, r = 0;
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        r = errno;
+        goto done;
+    }
+    /* The umask can only narrow 0600; make it exactly that. */
+    if (fchmod(fd, 0600) != 0 || ftruncate(fd, (off_t)len) != 0) {
+        r = errno;
+        close(fd);
+        unlink(path);
+        goto done;
+    }
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+        r = errno;
+        close(fd);
+        unlink(path);
+        goto done;
+    }
+    close(fd);
+    *out = p;
+done:
+    errno = saved;
+    return r;
+}
+
+int ebb__os_unlink_stale(const char *path) {
+    int saved = errno, r = 0;
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        r = errno;
+    else if (!S_ISREG(st.st_mode) || st.st_uid != geteuid() || st.st_nlink != 1 ||
+             (st.st_mode & 07777) != 0600)
+        r = EPERM;
+    else if (unlink(path) != 0)
+        r = errno;
+    errno = saved;
+    return r;
+}
+
+int ebb__os_unlink(const char *path) {
+    int saved = errno;
+    int r = unlink(path) == 0 ? 0 : errno;
+    errno = saved;
+    return r;
+}
+
+int ebb__os_getpid(void) { return (int)getpid(); }
+
+uint64_t ebb__os_start_time(void) {
+    char buf[1024];
+    int saved = errno;
+    long n = read_small("/proc/self/stat", buf, sizeof(buf));
+    errno = saved;
+    if (n <= 0)
+        return 0;
+    /* "pid (comm) state ppid ..."; comm may hold spaces and parentheses, so
+     * count fields after the last ')'. starttime is field 22. */
+    char *s = strrchr(buf, ')');
+    if (s == NULL)
+        return 0;
+    int field = 2;
+    for (s++; *s && field < 22; s++)
+        if (*s == ' ')
+            field++;
+    long long v;
+    return parse_ll(s, &v) && v >= 0 ? (uint64_t)v : 0;
+}
 
 void ebb__os_fatal(const char *msg) {
     ebb__warn("fatal: %s", msg);

@@ -106,6 +106,29 @@ bool ebb__os_parse_mem_value(const char *text, uint64_t *out);
 /* Yield the CPU for a spin loop that is taking long. */
 void ebb__os_yield(void);
 
+/* ---- the shared statistics page (stats_shm.c) ---- */
+/* Create the file path with O_CREAT|O_EXCL|O_NOFOLLOW, mode 0600, size it to
+ * len bytes once and map it shared read-write. Returns 0 and *out, or an
+ * errno: EEXIST when anything (a file, a symlink) is already at path.
+ * pre: len page-aligned. */
+int ebb__os_shm_create(const char *path, size_t len, void **out);
+
+/* Remove path when it is a regular file of this user with one link and
+ * mode 0600 -- a page left by an earlier image of this pid (exec) or by a
+ * dead process whose pid we now have. Never follows or removes a symlink.
+ * Returns 0 or an errno (EPERM when path is anything else). */
+int ebb__os_unlink_stale(const char *path);
+
+/* unlink(2). Returns 0 or an errno. */
+int ebb__os_unlink(const char *path);
+
+/* getpid(2). */
+int ebb__os_getpid(void);
+
+/* The process's start time, clock ticks after boot (field 22 of
+ * /proc/self/stat); 0 when unknown. With the pid it names one process. */
+uint64_t ebb__os_start_time(void);
+
 /* Abort the process after writing msg to standard error. */
 __attribute__((noreturn)) void ebb__os_fatal(const char *msg);
 

@@ -288,3 +288,14 @@ void ebb__tcache_postfork_child(void) {
         tc = next;
     }
 }
+
+/* For the statistics page (stats.c): add each class's objects held in live
+ * thread caches to counts[c]. The counts are read racily: a statistic. */
+void ebb__tcache_cached_counts(uint64_t counts[]);
+void ebb__tcache_cached_counts(uint64_t counts[]) {
+    ebb_lock(&tc_lock);
+    for (ebb_tcache_t *tc = tc_live; tc; tc = tc->next)
+        for (unsigned c = 1; c <= EBB_NSMALL; c++)
+            counts[c] += tc->bins[c].count;
+    ebb_unlock(&tc_lock);
+}

@@ -1,0 +1,235 @@
+/*
+ * The shared statistics page (layout and sequence lock: stats_shm.h).
+ *
+ * Nothing here is on an allocation path. The thread caches count
+ * allocations per class in their own bins; refill and flush fold them into
+ * the arenas' bins. The background thread calls ebb__stats_shm_tick, which
+ * gathers those counters into a private snapshot every stats_interval_ms
+ * and copies it into the page under the sequence lock.
+ *
+ * The process writes the page and reads one word of it: the request word,
+ * which it swaps with 0 on each tick.
+ *
+ * The page is due at initialisation and made by the first tick at least
+ * stats_interval_ms later, so a process that lives shorter than that (a
+ * shell, a forked child that execs or _exits) leaves no page behind: only a
+ * destructor removes it, and _exit or a signal runs none. A forked child's
+ * page is due when it is born.
+ */
+#include "conf.h"
+#include "internal.h"
+#include "stats_shm.h"
+
+#define PATH_LEN (EBB_OPT_STR_LEN + 48)
+
+static struct {
+    _Atomic(ebb_stats_header_t *) page; /* NULL: no page */
+    _Atomic bool create_pending;        /* a page is due at due_ns */
+    uint64_t due_ns;
+    bool loud;                          /* stats_shm set explicitly: warn */
+    _Atomic bool gone;                  /* removed at exit: publish no more */
+    ebb_lock_t lock;                    /* one writer at a time */
+    unsigned char *snap;                /* private snapshot, size bytes */
+    size_t size;
+    uint64_t seq;                       /* the writer's copy of page->seq */
+    uint64_t last_publish_ns;
+    uint64_t publish_count;
+    uint64_t purge_token, purge_bytes, purge_duration_ns, purge_done_ns;
+    int pid;                            /* the page's owner */
+    char path[PATH_LEN];
+} shm = {.lock = EBB_LOCK_INIT};
+
+static unsigned page_narenas(void) { return ebb__narenas ? ebb__narenas : 1; }
+#define PAGE_NCLASSES EBB_NSMALL
+
+static size_t layout(uint32_t *arena_off, uint32_t *class_off) {
+    size_t a = ebb_align_up(sizeof(ebb_stats_header_t), EBB_CACHELINE);
+    size_t c = a + (size_t)page_narenas() * sizeof(ebb_stats_counters_t);
+    *arena_off = (uint32_t)a;
+    *class_off = (uint32_t)c;
+    return ebb_align_up(c + PAGE_NCLASSES * sizeof(ebb_stats_class_t), EBB_PAGE);
+}
+
+static const char *errno_text(int e) {
+    switch (e) {
+    case EEXIST: return "something else is at that path (a symlink or a file not ours)";
+    case EACCES: case EPERM: return "permission denied";
+    case ENOENT: return "no such directory";
+    case ENOTDIR: return "not a directory";
+    case ENOSPC: return "no space left";
+    case EROFS: return "read-only file system";
+    case ELOOP: return "a symlink is in the way";
+    case ENOMEM: return "out of memory";
+    case ENAMETOOLONG: return "path too long";
+    default: return "system error";
+    }
+}
+
+static void fill_header(ebb_stats_header_t *h, uint32_t arena_off, uint32_t class_off) {
+    h->version = EBB_STATS_VERSION;
+    h->header_size = sizeof(ebb_stats_header_t);
+    h->total_size = shm.size;
+    h->pid = shm.pid;
+    h->start_time = ebb__os_start_time();
+    h->narenas = page_narenas();
+    h->nclasses = PAGE_NCLASSES;
+    h->arena_off = arena_off;
+    h->arena_stride = sizeof(ebb_stats_counters_t);
+    h->class_off = class_off;
+    h->class_stride = sizeof(ebb_stats_class_t);
+    h->counters_size = sizeof(ebb_stats_counters_t);
+    h->page_size = EBB_PAGE;
+    ebb__conf_describe(&ebb__opts, h->options, sizeof(h->options));
+}
+
+static void build_snapshot(uint64_t now_ns) {
+    ebb_stats_header_t *h = (ebb_stats_header_t *)shm.snap;
+    ebb__stats_collect(&h->total, (ebb_stats_counters_t *)(shm.snap + h->arena_off), h->narenas,
+                       (ebb_stats_class_t *)(shm.snap + h->class_off), h->nclasses);
+    h->publish_ns = now_ns;
+    h->publish_count = ++shm.publish_count;
+    h->interval_ms = ebb__opts.stats_interval_ms;
+    h->decay_ms = ebb__opts.decay_ms;
+    h->last_purge_ns = atomic_load_explicit(&ebb__last_purge_ns, memory_order_relaxed);
+    h->purge_token = shm.purge_token;
+    h->purge_bytes = shm.purge_bytes;
+    h->purge_duration_ns = shm.purge_duration_ns;
+    h->purge_done_ns = shm.purge_done_ns;
+}
+
+/* pre: shm.lock held. */
+static void publish_locked(ebb_stats_header_t *page, uint64_t now_ns) {
+    build_snapshot(now_ns);
+    ebb_stats_seq_publish(page, &shm.seq, shm.snap, shm.size);
+    shm.last_publish_ns = now_ns;
+}
+
+static void create(bool loud) {
+    uint32_t arena_off, class_off;
+    size_t size = layout(&arena_off, &class_off);
+    shm.pid = ebb__os_getpid();
+    const char *dir = ebb__opts.stats_dir;
+    size_t dl = strlen(dir);
+    while (dl > 1 && dir[dl - 1] == '/')
+        dl--;
+    char d[EBB_OPT_STR_LEN];
+    memcpy(d, dir, dl);
+    d[dl] = '\0';
+    ebb__fmt(shm.path, sizeof(shm.path), "%s/" EBB_STATS_FILE_PREFIX "%d", dl == 1 ? "" : d,
+             shm.pid);
+    if (dir[0] != '/') {
+        if (loud)
+            ebb__warn("stats_dir '%s' is not an absolute path; no statistics page", dir);
+        shm.path[0] = '\0';
+        return;
+    }
+    if (shm.snap == NULL || shm.size != size) {
+        shm.snap = ebb__base_alloc(size);
+        shm.size = size;
+    }
+    void *p = NULL;
+    int r = shm.snap ? ebb__os_shm_create(shm.path, size, &p) : ENOMEM;
+    /* Our pid's name already taken: a page of an earlier image of this
+     * process (exec) or of a dead process. Only our own plain file goes. */
+    if (r == EEXIST && ebb__os_unlink_stale(shm.path) == 0)
+        r = ebb__os_shm_create(shm.path, size, &p);
+    if (r != 0) {
+        if (loud)
+            ebb__warn("statistics page %s not created: %s (errno %d); going on without it",
+                      shm.path, errno_text(r), r);
+        shm.path[0] = '\0';
+        return;
+    }
+    memset(shm.snap, 0, size);
+    fill_header((ebb_stats_header_t *)shm.snap, arena_off, class_off);
+    ebb_stats_header_t *page = p;
+    fill_header(page, arena_off, class_off);
+    shm.seq = 0;
+    shm.publish_count = 0;
+    ebb_lock(&shm.lock);
+    publish_locked(page, ebb__os_now_ns());
+    ebb_unlock(&shm.lock);
+    /* The magic last: a reader that sees it sees a whole header. */
+    __atomic_store_n(&page->magic, EBB_STATS_MAGIC, __ATOMIC_RELEASE);
+    atomic_store_explicit(&shm.page, page, memory_order_release);
+}
+
+static void make_due(void) {
+    shm.due_ns = ebb__os_now_ns() + ebb__opts.stats_interval_ms * 1000000u;
+    atomic_store(&shm.create_pending, true);
+}
+
+void ebb__stats_shm_init(void) {
+    shm.loud = ebb__conf_explicit(&ebb__opts, "stats_shm");
+    if (ebb__opts.stats_shm)
+        make_due();
+}
+
+void ebb__stats_shm_postfork_child(void) {
+    ebb_lock_reinit(&shm.lock);
+    ebb_stats_header_t *page = atomic_exchange(&shm.page, NULL);
+    if (page == NULL && !atomic_load(&shm.create_pending))
+        return;
+    /* The parent's page stays the parent's; ours comes later, on a tick. */
+    if (page != NULL)
+        ebb__os_unmap(page, shm.size);
+    shm.path[0] = '\0';
+    shm.purge_token = shm.purge_bytes = shm.purge_duration_ns = shm.purge_done_ns = 0;
+    make_due();
+}
+
+bool ebb__stats_shm_wants_tick(void) {
+    return (atomic_load_explicit(&shm.page, memory_order_acquire) != NULL ||
+            atomic_load_explicit(&shm.create_pending, memory_order_relaxed)) &&
+           !atomic_load_explicit(&shm.gone, memory_order_relaxed);
+}
+
+void ebb__stats_shm_tick(uint64_t now_ns) {
+    if (atomic_load_explicit(&shm.gone, memory_order_relaxed))
+        return;
+    if (atomic_load_explicit(&shm.create_pending, memory_order_relaxed) && now_ns >= shm.due_ns &&
+        atomic_exchange(&shm.create_pending, false))
+        create(shm.loud);
+    ebb_stats_header_t *page = atomic_load_explicit(&shm.page, memory_order_acquire);
+    if (page == NULL || shm.lock.state != 0)
+        return;
+    ebb_lock(&shm.lock);
+    uint64_t req = atomic_exchange_explicit(&page->request, 0, memory_order_acq_rel);
+    bool now = false;
+    if (EBB_STATS_REQ_VERB(req) == EBB_STATS_REQ_PURGE) {
+        uint64_t t0 = ebb__os_now_ns();
+        shm.purge_bytes = ebb_purge();
+        shm.purge_done_ns = ebb__os_now_ns();
+        shm.purge_duration_ns = shm.purge_done_ns - t0;
+        shm.purge_token = EBB_STATS_REQ_TOKEN(req);
+        atomic_store_explicit(&ebb__last_purge_ns, shm.purge_done_ns, memory_order_relaxed);
+        now = true;
+    }
+    if (now || shm.publish_count == 0 ||
+        now_ns - shm.last_publish_ns >= ebb__opts.stats_interval_ms * 1000000u)
+        publish_locked(page, ebb__os_now_ns());
+    ebb_unlock(&shm.lock);
+}
+
+void ebb__stats_shm_publish(uint64_t now_ns) {
+    ebb_stats_header_t *page = atomic_load_explicit(&shm.page, memory_order_acquire);
+    if (page == NULL)
+        return;
+    ebb_lock(&shm.lock);
+    publish_locked(page, now_ns);
+    ebb_unlock(&shm.lock);
+}
+
+const char *ebb__stats_shm_path(void) {
+    return atomic_load(&shm.page) != NULL ? shm.path : "";
+}
+
+/* At normal exit (exit(), return from main; also dlclose): remove the page
+ * if this process made it. The mapping stays, so a tick racing with exit
+ * writes into memory that is still there. */
+__attribute__((destructor)) static void stats_shm_fini(void) {
+    if (atomic_load(&shm.page) == NULL || atomic_exchange(&shm.gone, true))
+        return;
+    if (shm.pid == ebb__os_getpid() && shm.path[0])
+        ebb__os_unlink(shm.path);
+}

@@ -1,0 +1,400 @@
+#!/usr/bin/env python3
+"""ebbstat end to end: a live process read from outside, every output format
+checked by a real parser, purge, stale pages after kill -9 and --clean,
+error exit codes, hostile pages, the fuzz target, and a JVM under LD_PRELOAD.
+
+Exits 77 (ctest: skipped) only when nothing could run; a part that needs
+what the machine lacks (promtool, java, root) says so and is skipped.
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+MIB = 1 << 20
+EXIT = dict(ok=0, usage=2, noproc=3, nopage=4, perm=5, stale=6, version=7, corrupt=8)
+failures = []
+PRELOAD = [""]
+
+
+def check(cond, what):
+    print(("ok   " if cond else "FAIL ") + what, flush=True)
+    if not cond:
+        failures.append(what)
+
+
+def run(args, **kw):
+    return subprocess.run(args, capture_output=True, text=True, timeout=60, **kw)
+
+
+def status_kb(pid, key):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+class Holder:
+    """A process that holds live and dirty memory, until its stdin closes."""
+
+    def __init__(self, argv, env=None):
+        self.p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  env=env, text=True)
+        line = self.p.stdout.readline().split()
+        assert line and line[0] == "ready", line
+        self.pid = int(line[1])
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.stdin.close()
+            self.p.wait(timeout=30)
+
+
+def wait_file(path, timeout=8.0):
+    """True once path exists: the page is made one stats_interval_ms after
+    the process starts, on a tick of its background thread."""
+    end = time.time() + timeout
+    while time.time() < end:
+        if os.path.exists(path):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def wait_page(ebbstat, pid, dirname, want_snapshots=2, timeout=8.0):
+    """The page's JSON once it has been published want_snapshots times."""
+    end = time.time() + timeout
+    doc = None
+    while time.time() < end:
+        r = run([ebbstat, "--dir", dirname, "--json", str(pid)])
+        if r.returncode == 0:
+            doc = json.loads(r.stdout)
+            if doc["snapshots"] >= want_snapshots:
+                return doc
+        time.sleep(0.1)
+    return doc
+
+
+def prometheus_check(text, what):
+    promtool = shutil.which("promtool")
+    if promtool:
+        r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
+                           text=True, timeout=60)
+        check(r.returncode == 0, f"{what}: promtool check metrics accepts it "
+              f"{(r.stdout + r.stderr).strip()[:300]}")
+    else:
+        print(f"skip {what}: promtool not installed (Debian package prometheus)")
+    # And a parser of our own: every sample line is NAME{LABELS} VALUE.
+    names = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            names.add(line.split()[2])
+        elif line and not line.startswith("#"):
+            name = line.split("{")[0].split(" ")[0]
+            float(line.rsplit(" ", 1)[1])
+            if name not in names:
+                check(False, f"{what}: sample {name} has a # TYPE line")
+                return
+    check("ebbmalloc_live_bytes" in names and "ebbmalloc_purged_bytes_total" in names,
+          f"{what}: has ebbmalloc_live_bytes and ebbmalloc_purged_bytes_total")
+
+
+def test_cli_basics(ebbstat):
+    check(run([ebbstat, "--help"]).returncode == 0, "--help exits 0")
+    r = run([ebbstat, "--version"])
+    check(r.returncode == 0 and "ebbstat" in r.stdout, "--version")
+    check(run([ebbstat, "--bogus"]).returncode == EXIT["usage"], "unknown option: exit 2")
+    check(run([ebbstat, "12x"]).returncode == EXIT["usage"], "bad PID: exit 2")
+    pid = 4194000
+    while os.path.exists(f"/proc/{pid}"):
+        pid -= 1
+    r = run([ebbstat, str(pid)])
+    check(r.returncode == EXIT["noproc"] and "no such process" in r.stderr,
+          "no such process: exit 3 and says so")
+    r = run([ebbstat, str(os.getpid())])
+    check(r.returncode == EXIT["nopage"] and "does not use ebbmalloc" in r.stderr,
+          "a process without ebbmalloc: exit 4 and says so")
+
+
+def test_live_process(ebbstat, holder_bin, dirname):
+    env = dict(os.environ, EBBMALLOC_CONF=f"stats_dir:{dirname},decay_ms:600000")
+    live_mib, dirty_mib = 64, 48
+    h = Holder([holder_bin, str(live_mib), str(dirty_mib), "tick"], env=env)
+    try:
+        path = os.path.join(dirname, f"ebbmalloc.{h.pid}")
+        check(wait_file(path), "the page appears")
+        st = os.lstat(path)
+        check(oct(st.st_mode & 0o7777) == "0o600", f"page {path} has mode 0600")
+        doc = wait_page(ebbstat, h.pid, dirname)
+        check(doc is not None, "ebbstat --json PID reads the live process")
+        if doc is None:
+            return
+        t = doc["total"]
+        want = live_mib * (MIB - 4096) + 65536 * 64
+        check(want <= t["live_bytes"] <= want + 2 * MIB,
+              f"live bytes {t['live_bytes']} agree with what the process holds ({want}) within 2 MiB")
+        rss = status_kb(h.pid, "VmRSS")
+        rc = doc["reconcile"]
+        check(abs(rc["rss_bytes"] - rss) <= 0.05 * rss,
+              f"RSS {rc['rss_bytes']} agrees with /proc VmRSS {rss} within 5%")
+        check(rc["held_bytes"] <= rc["rss_bytes"] * 1.02 + MIB,
+              f"held by ebbmalloc {rc['held_bytes']} <= RSS {rc['rss_bytes']} (+2%)")
+        check(rc["live_bytes"] + rc["dirty_bytes"] + rc["metadata_bytes"] <= rc["held_bytes"],
+              "live + dirty + metadata <= held")
+        check(doc["pid"] == h.pid and doc["command"] and "stats_shm:true" in doc["options"],
+              "JSON names the pid, command and options")
+        check(len(doc["arenas"]) >= 1 and len(doc["classes"]) >= 40, "JSON has arenas and classes")
+
+        r = run([ebbstat, "--dir", dirname, str(h.pid)])
+        check(r.returncode == 0 and "held by ebbmalloc" in r.stdout
+              and "outside the allocator" in r.stdout, "text report reconciles RSS")
+        r = run([ebbstat, "--dir", dirname])
+        check(r.returncode == 0 and any(l.split()[0] == str(h.pid) and l.rstrip().endswith("live")
+                                        for l in r.stdout.splitlines()[1:]),
+              "the list shows the process as live")
+        r = run([ebbstat, "--dir", dirname, "--prometheus", str(h.pid)])
+        check(r.returncode == 0, "--prometheus exits 0")
+        prometheus_check(r.stdout, "--prometheus")
+
+        w = subprocess.Popen([ebbstat, "--dir", dirname, "-w", "0.3", str(h.pid)],
+                             stdout=subprocess.PIPE, text=True)
+        time.sleep(1.5)
+        w.send_signal(signal.SIGINT)
+        out = w.communicate(timeout=10)[0]
+        lines = out.splitlines()
+        check(len(lines) >= 4 and "allocs/s" in lines[0], f"watch mode prints rates ({len(lines)} lines)")
+
+        if doc["total"]["dirty_bytes"] < 4 * MIB:
+            check(False, f"the holder has dirty memory to purge ({doc['total']['dirty_bytes']})")
+        r = run([ebbstat, "--dir", dirname, "--json", "purge", str(h.pid)])
+        check(r.returncode == 0, f"purge exits 0 {r.stderr.strip()}")
+        if r.returncode == 0:
+            p = json.loads(r.stdout)
+            check(p["purged_bytes"] >= doc["total"]["dirty_bytes"] // 2,
+                  f"purge gave back {p['purged_bytes']} of {doc['total']['dirty_bytes']} dirty bytes")
+            check(p["rss_after_bytes"] <= p["rss_before_bytes"] - p["purged_bytes"] // 2,
+                  f"purge lowered RSS {p['rss_before_bytes']} -> {p['rss_after_bytes']}")
+        r = run([ebbstat, "--dir", dirname, "purge", str(h.pid)])
+        check(r.returncode == 0 and "RSS" in r.stdout, "purge text output")
+
+        if os.geteuid() == 0:
+            r = subprocess.run([ebbstat, "--dir", dirname, str(h.pid)], capture_output=True,
+                               text=True, preexec_fn=lambda: (os.setgid(65534), os.setuid(65534)))
+            check(r.returncode == EXIT["perm"] and "permission denied" in r.stderr,
+                  "another user: exit 5, permission denied")
+        else:
+            print("skip permission test: needs root to run ebbstat as another user")
+
+        # kill -9: no destructor runs, the page stays, ebbstat calls it stale.
+        os.kill(h.pid, signal.SIGKILL)
+        h.p.wait(timeout=10)
+        check(os.path.exists(path), "after kill -9 the page is left behind")
+        r = run([ebbstat, "--dir", dirname, str(h.pid)])
+        check(r.returncode == EXIT["stale"] and "stale" in r.stderr, "a dead process's page: exit 6 stale")
+        r = run([ebbstat, "--dir", dirname])
+        check(any(l.split()[0] == str(h.pid) and "stale" in l for l in r.stdout.splitlines()[1:]),
+              "the list marks it stale")
+        r = run([ebbstat, "--dir", dirname, "--clean"])
+        check(r.returncode == 0 and not os.path.exists(path), "--clean removes it")
+    finally:
+        h.stop()
+
+
+def test_normal_exit_removes(holder_bin, dirname):
+    env = dict(os.environ, EBBMALLOC_CONF=f"stats_dir:{dirname}")
+    h = Holder([holder_bin, "1", "0"], env=env)
+    path = os.path.join(dirname, f"ebbmalloc.{h.pid}")
+    existed = wait_file(path)
+    h.stop()
+    check(existed and not os.path.exists(path), "the page exists while the process runs, "
+          "and is removed at normal exit")
+
+
+def test_no_page_warns_once_if_asked(holder_bin):
+    """A page that cannot be made: the process works on, and says so once
+    on stderr only when stats_shm was set explicitly."""
+    missing = "/nonexistent-ebbstat-dir"
+    for conf, want in ((f"stats_shm:true,stats_dir:{missing}", 1), (f"stats_dir:{missing}", 0)):
+        p = subprocess.Popen([holder_bin, "2", "0", "tick"], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=dict(os.environ, EBBMALLOC_CONF=conf + ",stats_interval_ms:100"))
+        time.sleep(0.6)  # past the time the page is due
+        out, err = p.communicate(input="", timeout=60)
+        n = err.count("statistics page")
+        check(p.returncode == 0 and out.startswith("ready") and n == want,
+              f"{conf}: runs on, {n} warning(s) (want {want})")
+
+
+def test_short_process_leaves_no_page(holder_bin, dirname):
+    """A process that ends before its page is due, by _exit, leaves none."""
+    env = dict(os.environ, EBBMALLOC_CONF=f"stats_dir:{dirname}")
+    before = set(os.listdir(dirname))
+    r = subprocess.run(["sh", "-c", f"{holder_bin} 1 0 </dev/null; exec {holder_bin} 1 0 </dev/null"],
+                       capture_output=True, text=True, timeout=60, env=dict(env, LD_PRELOAD=""))
+    r2 = subprocess.run([sys.executable, "-c", "import os; os._exit(0)"], timeout=60,
+                        env=dict(env, LD_PRELOAD=PRELOAD[0]))
+    check(r.returncode == 0 and r2.returncode == 0 and set(os.listdir(dirname)) == before,
+          "short-lived processes (one ending by _exit) leave no page")
+
+
+def test_hostile_pages(ebbstat, holder_bin, dirname, fuzz):
+    """Pages made by hand: each a clear error and exit code, never a crash."""
+    env = dict(os.environ, EBBMALLOC_CONF=f"stats_dir:{dirname}")
+    h = Holder([holder_bin, "1", "0", "tick"], env=env)
+    wait_page(ebbstat, h.pid, dirname)
+    with open(os.path.join(dirname, f"ebbmalloc.{h.pid}"), "rb") as f:
+        good = f.read()
+    h.stop()
+    bad = tempfile.mkdtemp(prefix="ebbstat-bad-")
+    me = os.getpid()
+    path = os.path.join(bad, f"ebbmalloc.{me}")
+
+    def with_page(data, code, what):
+        with open(path, "wb") as f:
+            f.write(data)
+        os.chmod(path, 0o600)
+        r = run([ebbstat, "--dir", bad, str(me)])
+        check(r.returncode == code and r.stderr.strip() != "" and r.returncode < 128,
+              f"{what}: exit {r.returncode} (want {code}): {r.stderr.strip()[:120]}")
+        r = run([ebbstat, "--dir", bad, "--json", str(me)])
+        check(r.returncode == code, f"{what}: --json too")
+
+    def patched(off, fmt, value):
+        b = bytearray(good)
+        struct.pack_into(fmt, b, off, value)
+        return bytes(b)
+
+    with_page(b"", EXIT["corrupt"], "empty page")
+    with_page(good[:100], EXIT["corrupt"], "truncated page")
+    with_page(good[:len(good) // 2], EXIT["corrupt"], "half a page")
+    with_page(os.urandom(len(good)), EXIT["corrupt"], "random bytes")
+    with_page(patched(8, "<I", 99), EXIT["version"], "layout version 99")
+    with_page(patched(8, "<I", 99)[:64], EXIT["version"], "short page of layout version 99")
+    # Header: magic 0, version 8, header_size 12, total_size 16, pid 24,
+    # start_time 32, narenas 40, nclasses 44, arena_off 48, arena_stride 52,
+    # class_off 56, class_stride 60.
+    with_page(patched(16, "<Q", 1 << 40), EXIT["corrupt"], "total size beyond the file")
+    with_page(patched(40, "<I", 0xFFFFFFFF), EXIT["corrupt"], "4 billion arenas")
+    with_page(patched(44, "<I", 60000), EXIT["corrupt"], "classes beyond the file")
+    with_page(patched(48, "<I", 0xFFFFFFF0), EXIT["corrupt"], "arena table offset beyond the file")
+    with_page(patched(56, "<I", struct.unpack_from("<I", good, 48)[0]), EXIT["corrupt"],
+              "class table over the arena table")
+    with_page(patched(24, "<q", 1), EXIT["corrupt"], "a page naming another pid")
+    opts = bytearray(good)
+    opts[72:72 + 1024] = b"A" * 1024
+    with_page(bytes(opts), EXIT["corrupt"], "options text not terminated")
+    os.unlink(path)
+    os.symlink("/etc/passwd", path)
+    r = run([ebbstat, "--dir", bad, str(me)])
+    check(r.returncode == EXIT["corrupt"] and "symlink" in r.stderr,
+          "a symlink where a page should be is refused")
+    r = run([ebbstat, "--dir", bad, "--clean"])
+    check(os.path.islink(path), "--clean leaves a symlink alone")
+    os.unlink(path)
+    if fuzz:
+        corpus = tempfile.mkdtemp(prefix="ebbstat-corpus-")
+        for i, data in enumerate([good, good[:200], patched(8, "<I", 99)]):
+            with open(os.path.join(corpus, f"seed{i}"), "wb") as f:
+                f.write(data)
+        r = subprocess.run([fuzz, "-max_total_time=15", "-max_len=%d" % (len(good) + 64),
+                            corpus], capture_output=True, text=True, timeout=120)
+        tail = (r.stderr.strip().splitlines() or [""])[-1]
+        check(r.returncode == 0, f"fuzz_page ran 15 s without a crash ({tail})")
+        shutil.rmtree(corpus)
+    else:
+        print("skip fuzzing: no clang, so no fuzz target (tools/ebbstat/fuzz_page.c)")
+    shutil.rmtree(bad)
+
+
+JAVA_SRC = r"""
+import java.nio.ByteBuffer;
+import java.util.ArrayList;
+public class Hold {
+    public static void main(String[] a) throws Exception {
+        int mib = Integer.parseInt(a[0]);
+        ArrayList<ByteBuffer> keep = new ArrayList<>();
+        for (int i = 0; i < mib; i++) {
+            ByteBuffer b = ByteBuffer.allocateDirect(1 << 20);
+            for (int j = 0; j < (1 << 20); j += 4096) b.put(j, (byte) 1);
+            keep.add(b);
+        }
+        System.out.println("ready " + ProcessHandle.current().pid());
+        System.out.flush();
+        while (System.in.read() >= 0) { }
+        System.out.println(keep.size());
+    }
+}
+"""
+
+
+def test_jvm(ebbstat, preload, dirname):
+    java = shutil.which("java")
+    javac = shutil.which("javac")
+    if not java or not javac:
+        print("skip JVM test: java/javac not installed (openjdk-17-jdk-headless)")
+        return
+    work = tempfile.mkdtemp(prefix="ebbstat-jvm-")
+    with open(os.path.join(work, "Hold.java"), "w") as f:
+        f.write(JAVA_SRC)
+    r = run([javac, "-d", work, os.path.join(work, "Hold.java")])
+    if r.returncode != 0:
+        print("skip JVM test: javac failed: " + r.stderr[:200])
+        return
+    mib = 128
+    env = dict(os.environ, LD_PRELOAD=preload, EBBMALLOC_CONF=f"stats_dir:{dirname},decay_ms:600000")
+    h = Holder([java, "-Xmx64m", "-XX:MaxDirectMemorySize=1g", "-cp", work, "Hold", str(mib)], env=env)
+    try:
+        doc = wait_page(ebbstat, h.pid, dirname, want_snapshots=2, timeout=6)
+        if doc is None or doc["snapshots"] < 2:
+            print("skip JVM live checks: the page is not refreshed (no background thread "
+                  "ticking the publisher in this build)")
+            return
+        t, rc = doc["total"], doc["reconcile"]
+        rss = status_kb(h.pid, "VmRSS")
+        check(t["live_bytes"] >= mib * MIB, f"JVM: live {t['live_bytes']} >= the {mib} MiB of direct buffers")
+        check(t["live_bytes"] <= mib * MIB + 96 * MIB,
+              f"JVM: live {t['live_bytes']} <= direct buffers + 96 MiB of JVM malloc")
+        check(abs(rc["rss_bytes"] - rss) <= 0.05 * rss, f"JVM: RSS {rc['rss_bytes']} agrees with VmRSS {rss} within 5%")
+        check(rc["held_bytes"] <= rc["rss_bytes"] * 1.02 + MIB, "JVM: held by ebbmalloc <= RSS")
+        check(rc["outside_bytes"] > 0, "JVM: something is outside the allocator (heap, code, stacks)")
+        check(t["threads"] >= 2, f"JVM: {t['threads']} threads with caches")
+        r = run([ebbstat, "--dir", dirname, str(h.pid)])
+        check(r.returncode == 0, "JVM: text report")
+        print(r.stdout)
+    finally:
+        h.stop()
+        shutil.rmtree(work)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ebbstat", required=True)
+    ap.add_argument("--holder", required=True)
+    ap.add_argument("--preload", required=True)
+    ap.add_argument("--fuzz", default="")
+    a = ap.parse_args()
+    dirname = tempfile.mkdtemp(prefix="ebbstat-pages-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    try:
+        test_cli_basics(a.ebbstat)
+        test_normal_exit_removes(a.holder, dirname)
+        test_no_page_warns_once_if_asked(a.holder)
+        PRELOAD[0] = a.preload
+        test_short_process_leaves_no_page(a.holder, dirname)
+        test_live_process(a.ebbstat, a.holder, dirname)
+        test_hostile_pages(a.ebbstat, a.holder, dirname, a.fuzz)
+        test_jvm(a.ebbstat, a.preload, dirname)
+    finally:
+        shutil.rmtree(dirname, ignore_errors=True)
+    print(f"{len(failures)} failed" if failures else "all passed")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()

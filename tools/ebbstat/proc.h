@@ -1,0 +1,25 @@
+/* What ebbstat reads about a process from /proc (no ptrace, no signal). */
+#ifndef EBBSTAT_PROC_H
+#define EBBSTAT_PROC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct ebbstat_mem_s {
+    bool ok;               /* smaps_rollup (or status) could be read */
+    uint64_t rss, pss, anon, file, shmem, swap; /* bytes */
+} ebbstat_mem_t;
+
+/* Start time of pid (field 22 of /proc/PID/stat); false when no such process. */
+bool ebbstat_proc_start_time(int pid, uint64_t *out);
+/* The command name (/proc/PID/comm), printable, or "?". */
+void ebbstat_proc_comm(int pid, char *buf, size_t cap);
+/* Resident memory from /proc/PID/smaps_rollup, else /proc/PID/status. */
+ebbstat_mem_t ebbstat_proc_mem(int pid);
+/* True when /proc/PID exists at all. */
+bool ebbstat_proc_exists(int pid);
+/* CLOCK_MONOTONIC now, ns (the page's clock). */
+uint64_t ebbstat_now_ns(void);
+
+#endif
