@@ -35,6 +35,17 @@ ebb_arena_t *ebb__arena_get(unsigned i) {
     return a;
 }
 
+ebb_arena_t *ebb__arena_next(unsigned *i) {
+    for (; *i < EBB_MAX_ARENAS; (*i)++) {
+        ebb_arena_t *a = __atomic_load_n(&ebb__arenas[*i], __ATOMIC_ACQUIRE);
+        if (a != NULL) {
+            (*i)++;
+            return a;
+        }
+    }
+    return NULL;
+}
+
 ebb_arena_t *ebb__arena_choose(void) {
     unsigned best = 0, best_load = UINT32_MAX;
     for (unsigned i = 0; i < ebb__narenas; i++) {
@@ -407,10 +418,8 @@ size_t ebb__arena_purge(ebb_arena_t *a, const ebb_purge_policy_t *pol, uint64_t 
 /* Every lock, in the global order, so no other thread holds one at fork. */
 void ebb__arenas_prefork(void) {
     ebb_lock(&arenas_lock);
-    for (unsigned i = 0; i < EBB_MAX_ARENAS; i++) {
-        ebb_arena_t *a = ebb__arenas[i];
-        if (a == NULL)
-            continue;
+    ebb_arena_t *a;
+    for (unsigned i = 0; (a = ebb__arena_next(&i)) != NULL;) {
         for (unsigned c = 1; c <= EBB_NSMALL; c++)
             ebb_lock(&a->bins[c].lock);
         ebb_lock(&a->heap.lock);
@@ -418,10 +427,8 @@ void ebb__arenas_prefork(void) {
 }
 
 void ebb__arenas_postfork_parent(void) {
-    for (unsigned i = 0; i < EBB_MAX_ARENAS; i++) {
-        ebb_arena_t *a = ebb__arenas[i];
-        if (a == NULL)
-            continue;
+    ebb_arena_t *a;
+    for (unsigned i = 0; (a = ebb__arena_next(&i)) != NULL;) {
         ebb_unlock(&a->heap.lock);
         for (unsigned c = 1; c <= EBB_NSMALL; c++)
             ebb_unlock(&a->bins[c].lock);
@@ -430,10 +437,8 @@ void ebb__arenas_postfork_parent(void) {
 }
 
 void ebb__arenas_postfork_child(void) {
-    for (unsigned i = 0; i < EBB_MAX_ARENAS; i++) {
-        ebb_arena_t *a = ebb__arenas[i];
-        if (a == NULL)
-            continue;
+    ebb_arena_t *a;
+    for (unsigned i = 0; (a = ebb__arena_next(&i)) != NULL;) {
         ebb_lock_reinit(&a->heap.lock);
         for (unsigned c = 1; c <= EBB_NSMALL; c++)
             ebb_lock_reinit(&a->bins[c].lock);

@@ -55,10 +55,8 @@ static uint64_t decay_round(uint64_t now, bool force, size_t *purged) {
     uint64_t next = UINT64_MAX;
     size_t bytes = 0;
     ebb_purge_policy_t pol = ebb__decay_policy(now, force);
-    for (unsigned i = 0; i < EBB_MAX_ARENAS; i++) {
-        ebb_arena_t *a = __atomic_load_n(&ebb__arenas[i], __ATOMIC_ACQUIRE);
-        if (a == NULL)
-            continue;
+    ebb_arena_t *a;
+    for (unsigned i = 0; (a = ebb__arena_next(&i)) != NULL;) {
         ebb_lock(&a->heap.lock);
         pol.keep_dirty_pages = dirty_cap_pages(&a->heap);
         a->heap.dirty_cap_pages = pol.keep_dirty_pages;

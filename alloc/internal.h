@@ -308,6 +308,9 @@ extern _Atomic unsigned ebb__narenas_made;
 
 ebb_arena_t *ebb__arena_get(unsigned i); /* creates it on first use; NULL on OOM */
 ebb_arena_t *ebb__arena_choose(void);    /* the least loaded */
+/* The next arena made so far at or after index *i (advanced past it), or
+ * NULL: for (unsigned i = 0; (a = ebb__arena_next(&i)) != NULL;) */
+ebb_arena_t *ebb__arena_next(unsigned *i);
 /* Take up to n objects of small class c; link them into *head (NULL
  * terminated). Returns the number taken (0: out of memory). */
 unsigned ebb__arena_refill(ebb_arena_t *a, unsigned c, void **head, unsigned n);

@@ -126,14 +126,12 @@ EXPORT void malloc_stats(void) {
     size_t n;
     if (!ebb_init())
         return;
-    for (unsigned i = 0; i < EBB_MAX_ARENAS; i++) {
-        ebb_arena_t *a = __atomic_load_n(&ebb__arenas[i], __ATOMIC_ACQUIRE);
-        if (a == NULL)
-            continue;
+    ebb_arena_t *a;
+    for (unsigned i = 0; (a = ebb__arena_next(&i)) != NULL;) {
         ebb_arena_figures_t f;
         ebb__arena_figures(a, &f);
         n = ebb__fmt(buf, sizeof(buf),
-                     "Arena %u:\nsystem bytes     = %zu\nin use bytes     = %zu\n", i,
+                     "Arena %u:\nsystem bytes     = %zu\nin use bytes     = %zu\n", a->index,
                      f.nsegments * EBB_SEG, f.slab_bytes_out + f.large_bytes);
         ebb__os_write_err(buf, n);
     }
@@ -157,10 +155,8 @@ EXPORT int malloc_info(int options, FILE *fp) {
     char buf[16384];
     size_t n = ebb__fmt(buf, sizeof(buf), "<malloc version=\"1\">\n");
     if (ebb_init()) {
-        for (unsigned i = 0; i < EBB_MAX_ARENAS && n + 512 < sizeof(buf); i++) {
-            ebb_arena_t *a = __atomic_load_n(&ebb__arenas[i], __ATOMIC_ACQUIRE);
-            if (a == NULL)
-                continue;
+        ebb_arena_t *a;
+        for (unsigned i = 0; (a = ebb__arena_next(&i)) != NULL && n + 512 < sizeof(buf);) {
             ebb_arena_figures_t f;
             ebb__arena_figures(a, &f);
             n += ebb__fmt(buf + n, sizeof(buf) - n,
@@ -170,7 +166,7 @@ EXPORT int malloc_info(int options, FILE *fp) {
                           "<system type=\"max\" size=\"%zu\"/>\n"
                           "<aspace type=\"total\" size=\"%zu\"/>\n"
                           "<aspace type=\"mprotect\" size=\"%zu\"/>\n</heap>\n",
-                          i, f.free_pages ? (size_t)1 : 0, f.free_pages << EBB_PAGE_SHIFT,
+                          a->index, f.free_pages ? (size_t)1 : 0, f.free_pages << EBB_PAGE_SHIFT,
                           f.nsegments * EBB_SEG, f.nsegments * EBB_SEG, f.nsegments * EBB_SEG,
                           f.nsegments * EBB_SEG);
         }

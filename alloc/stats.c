@@ -30,10 +30,8 @@ EBB_EXPORT void ebb_summary(ebb_summary_t *out) {
     if (!atomic_load_explicit(&ebb__initialized, memory_order_acquire))
         return;
     size_t out_bytes = 0, large = 0, active_pages = 0, dirty_pages = 0, purged = 0;
-    for (unsigned i = 0; i < EBB_MAX_ARENAS; i++) {
-        ebb_arena_t *a = __atomic_load_n(&ebb__arenas[i], __ATOMIC_ACQUIRE);
-        if (a == NULL)
-            continue;
+    ebb_arena_t *a;
+    for (unsigned i = 0; (a = ebb__arena_next(&i)) != NULL;) {
         ebb_arena_figures_t f;
         ebb__arena_figures(a, &f);
         out_bytes += f.slab_bytes_out;
