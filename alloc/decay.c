@@ -91,9 +91,22 @@ size_t ebb__decay_purge_all(void) {
     return bytes;
 }
 
-void ebb__decay_prefork(void) { ebb_lock(&decay_lock); }
-void ebb__decay_postfork_parent(void) { ebb_unlock(&decay_lock); }
-void ebb__decay_postfork_child(void) { ebb_lock_reinit(&decay_lock); }
+/* fork() waits for a purge round under way; the round sees ebb__purge_yield
+ * and stops after its current batch, so a fork is never held up for long. */
+_Atomic bool ebb__purge_yield;
+
+void ebb__decay_prefork(void) {
+    atomic_store_explicit(&ebb__purge_yield, true, memory_order_relaxed);
+    ebb_lock(&decay_lock);
+}
+void ebb__decay_postfork_parent(void) {
+    atomic_store_explicit(&ebb__purge_yield, false, memory_order_relaxed);
+    ebb_unlock(&decay_lock);
+}
+void ebb__decay_postfork_child(void) {
+    atomic_store_explicit(&ebb__purge_yield, false, memory_order_relaxed);
+    ebb_lock_reinit(&decay_lock);
+}
 
 void ebb__decay_on_tick(void) {
     if (ebb__background_running())

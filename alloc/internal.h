@@ -419,6 +419,7 @@ ebb_purge_policy_t ebb__decay_policy(uint64_t now, bool force);
 uint64_t ebb__decay_run(uint64_t now, bool force, size_t *purged);
 /* Purge everything dirty now, waiting for a round under way. Bytes. */
 size_t ebb__decay_purge_all(void);
+extern _Atomic bool ebb__purge_yield; /* a fork waits: stop after this batch */
 void ebb__decay_prefork(void);
 void ebb__decay_postfork_parent(void);
 void ebb__decay_postfork_child(void);

@@ -365,7 +365,7 @@ static bool purge_due(const ebb_span_t *s, const ebb_purge_policy_t *pol) {
 size_t ebb__heap_purge(ebb_heap_t *h, const ebb_purge_policy_t *pol, uint64_t *next_due_ns) {
     size_t purged = 0;
     uint64_t next = UINT64_MAX;
-    for (int rounds = 0; rounds < 1 << 16; rounds++) {
+    for (int rounds = 0; rounds < 1 << 16 && !atomic_load(&ebb__purge_yield); rounds++) {
         ebb_span_t *batch[PURGE_BATCH];
         bool lazy[PURGE_BATCH];
         int n = 0;
