@@ -102,11 +102,17 @@ static void free_slow_inner(void *p, ebb_segment_t *seg, unsigned c) {
         ebb__arena_free_large(seg, p);
         return;
     }
+    /* A thread whose very first call is a free was most likely handed the
+     * object by the thread that allocated it. Caching it would give it back
+     * to this thread's next malloc, on cache lines the other thread's
+     * objects share (false sharing, Hoard's cache-scratch): return it to
+     * its slab instead, and let this thread's cache fill from its arena. */
+    bool first_call = ebb__tls_tcache->state == EBB_TC_UNINIT;
     ebb_tcache_t *tc = ebb__tcache_get_slow();
     ebb__tcache_drain_if_asked(tc);
-    if (tc->state == EBB_TC_ACTIVE && tc->bins[c].max != 0) {
+    if (tc->state == EBB_TC_ACTIVE && tc->bins[c].max != 0 && !first_call) {
         ebb_tbin_t *b = &tc->bins[c];
-        if (b->count < b->max) { /* the thread's first call */
+        if (b->count < b->max) { /* the bound was lowered and restored */
             *(void **)p = b->head;
             b->head = p;
             b->count++;
