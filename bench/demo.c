@@ -31,7 +31,8 @@
  *   summary peak_mib=.. end_mib=.. idle2_mib=.. idle_mib=.. idle_s=.. live_mib=.. work_s=.. baseline_mib=..
  *
  * Options: --threads T --phases P --budget-mib M (in flight per phase)
- *          --rounds R --keep PCT --idle S (seconds, >= 2) --idle-alloc 0|1
+ *          --rounds R --nap-ms N (a thread's wait between rounds) --keep PCT
+ *          --idle S (seconds, >= 2) --idle-alloc 0|1
  *          --trace (print the RSS every SAMPLE_MS) --seed N
  */
 #define _GNU_SOURCE
@@ -48,13 +49,12 @@
 #include <unistd.h>
 
 #define SAMPLE_MS 200
-#define NAP_MS 10 /* a thread's wait between rounds */
 #define MIN_SIZE 16
 #define MAX_SIZE (256 * 1024)
 #define MIB (1024.0 * 1024.0)
 
 typedef struct options_s {
-    unsigned threads, phases, rounds;
+    unsigned threads, phases, rounds, nap_ms;
     double budget_mib, keep_pct;
     unsigned idle_s;
     bool trace, idle_alloc;
@@ -199,7 +199,7 @@ static void *worker(void *arg)
             break;
         /* Wait as a request handler waits on I/O: the phase's threads
          * overlap, and their memory is live at the same time. */
-        nanosleep(&(struct timespec){0, NAP_MS * 1000000L}, NULL);
+        nanosleep(&(struct timespec){opt.nap_ms / 1000, (opt.nap_ms % 1000) * 1000000L}, NULL);
         /* Free a random half, compacting the array. */
         size_t out = 0;
         for (size_t i = 0; i < len; i++) {
@@ -279,7 +279,7 @@ static void print_ebb_summary(void)
 static void usage(const char *prog)
 {
     fprintf(stderr,
-            "usage: %s [--threads T] [--phases P] [--budget-mib M] [--rounds R]\n"
+            "usage: %s [--threads T] [--phases P] [--budget-mib M] [--rounds R] [--nap-ms N]\n"
             "          [--keep PCT] [--idle S] [--idle-alloc 0|1] [--seed N] [--trace]\n",
             prog);
     exit(2);
@@ -291,6 +291,7 @@ static void parse(int argc, char **argv)
     opt = (options_t){.threads = (unsigned)(8 * (ncpu > 0 ? ncpu : 1) + 16),
                       .phases = 10,
                       .rounds = 12,
+                      .nap_ms = 10,
                       .budget_mib = 512,
                       .keep_pct = 1.5,
                       .idle_s = 10,
@@ -311,6 +312,8 @@ static void parse(int argc, char **argv)
             opt.phases = (unsigned)atoi(v);
         else if (strcmp(a, "--rounds") == 0)
             opt.rounds = (unsigned)atoi(v);
+        else if (strcmp(a, "--nap-ms") == 0)
+            opt.nap_ms = (unsigned)atoi(v);
         else if (strcmp(a, "--budget-mib") == 0)
             opt.budget_mib = atof(v);
         else if (strcmp(a, "--keep") == 0)
