@@ -26,8 +26,9 @@
  * nothing; the peak is the kernel's VmHWM. Two lines are machine-readable:
  * at the end of the work, flushed at once so that bench/rss/run can tell
  * the work from the idling in the RSS it samples from outside,
- *   work_end baseline_kib=.. live_bytes=.. work_s=..
- * (baseline: the RSS before the work), and last, for tools/demo,
+ *   work_end baseline_kib=.. live_bytes=.. live_usable_bytes=.. work_s=..
+ * (baseline: the RSS before the work; usable: malloc_usable_size of the live
+ * objects, their size rounded up by the allocator), and last, for tools/demo,
  *   summary peak_mib=.. end_mib=.. idle2_mib=.. idle_mib=.. idle_s=.. live_mib=.. work_s=.. baseline_mib=..
  *
  * Options: --threads T --phases P --budget-mib M (in flight per phase)
@@ -38,6 +39,7 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -143,7 +145,7 @@ typedef struct object_s {
 /* Objects kept alive to the end, from every thread. */
 static pthread_mutex_t kept_lock = PTHREAD_MUTEX_INITIALIZER;
 static object_t *kept;
-static size_t kept_len, kept_cap, kept_bytes;
+static size_t kept_len, kept_cap, kept_bytes, kept_usable;
 
 static void keep(object_t o)
 {
@@ -158,6 +160,7 @@ static void keep(object_t o)
     }
     kept[kept_len++] = o;
     kept_bytes += o.n;
+    kept_usable += malloc_usable_size(o.p); /* what the size classes made of them */
     pthread_mutex_unlock(&kept_lock);
 }
 
@@ -359,8 +362,8 @@ int main(int argc, char **argv)
     }
     double idle_t0 = elapsed_s(), work_s = idle_t0 - work_t0;
     size_t end = sample();
-    printf("work_end baseline_kib=%zu live_bytes=%zu work_s=%.3f\n", baseline / 1024, kept_bytes,
-           work_s);
+    printf("work_end baseline_kib=%zu live_bytes=%zu live_usable_bytes=%zu work_s=%.3f\n",
+           baseline / 1024, kept_bytes, kept_usable, work_s);
     fflush(stdout);
     size_t idle2 = idle_until(idle_t0, 2.0);
     size_t idle_end = idle_until(idle_t0, (double)opt.idle_s);
