@@ -19,17 +19,27 @@
  *     at random (so they are scattered), which stay alive to the end;
  *   - all threads exit; the next phase starts new ones.
  * Then it idles, making one small allocation per sample as a JVM's periodic
- * tasks do, and reports what RSS the allocator gave back.
+ * tasks do (--idle-alloc 0: none at all), and reports what RSS the allocator
+ * gave back.
  *
- * A sampler thread reads /proc/self/statm every SAMPLE_MS. The last line
- * is machine-readable, for tools/demo:
- *   summary peak_mib=.. end_mib=.. idle2_mib=.. idle_mib=.. idle_s=.. live_mib=.. work_s=..
+ * RSS is read from /proc/self/statm without stdio, so reading it allocates
+ * nothing; the peak is the kernel's VmHWM. Two lines are machine-readable:
+ * at the end of the work, flushed at once so that bench/rss/run can tell
+ * the work from the idling in the RSS it samples from outside,
+ *   work_end baseline_kib=.. live_bytes=.. live_usable_bytes=.. work_s=..
+ * (baseline: the RSS before the work; usable: malloc_usable_size of the live
+ * objects, their size rounded up by the allocator), and last, for tools/demo,
+ *   summary peak_mib=.. end_mib=.. idle2_mib=.. idle_mib=.. idle_s=.. live_mib=.. work_s=.. baseline_mib=..
  *
  * Options: --threads T --phases P --budget-mib M (in flight per phase)
- *          --rounds R --keep PCT --idle S (seconds, >= 2) --trace --seed N
+ *          --rounds R --nap-ms N (a thread's wait between rounds) --keep PCT
+ *          --idle S (seconds, >= 2) --idle-alloc 0|1
+ *          --trace (print the RSS every SAMPLE_MS) --seed N
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <fcntl.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -41,16 +51,15 @@
 #include <unistd.h>
 
 #define SAMPLE_MS 200
-#define NAP_MS 10 /* a thread's wait between rounds */
 #define MIN_SIZE 16
 #define MAX_SIZE (256 * 1024)
 #define MIB (1024.0 * 1024.0)
 
 typedef struct options_s {
-    unsigned threads, phases, rounds;
+    unsigned threads, phases, rounds, nap_ms;
     double budget_mib, keep_pct;
     unsigned idle_s;
-    bool trace;
+    bool trace, idle_alloc;
     uint64_t seed;
 } options_t;
 
@@ -58,7 +67,6 @@ static options_t opt;
 
 /* ---- RSS sampling ------------------------------------------------------ */
 
-static atomic_size_t rss_peak, rss_last;
 static atomic_bool sampler_stop;
 static long page_size;
 static struct timespec t0;
@@ -70,35 +78,43 @@ static double elapsed_s(void)
     return (double)(t.tv_sec - t0.tv_sec) + (double)(t.tv_nsec - t0.tv_nsec) * 1e-9;
 }
 
-static size_t read_rss(void)
+/* The text of a small /proc file, read with plain system calls: stdio would
+ * allocate, and the idle period must allocate nothing. */
+static bool read_proc(const char *path, char *buf, size_t len)
 {
-    FILE *f = fopen("/proc/self/statm", "r");
-    unsigned long size = 0, resident = 0;
-    if (f != NULL) {
-        if (fscanf(f, "%lu %lu", &size, &resident) != 2)
-            resident = 0;
-        fclose(f);
-    }
-    return (size_t)resident * (size_t)page_size;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    ssize_t n = read(fd, buf, len - 1);
+    close(fd);
+    buf[n > 0 ? n : 0] = '\0';
+    return n > 0;
 }
 
 static size_t sample(void)
 {
-    size_t rss = read_rss();
-    atomic_store(&rss_last, rss);
-    size_t peak = atomic_load(&rss_peak);
-    while (rss > peak && !atomic_compare_exchange_weak(&rss_peak, &peak, rss))
-        ;
-    return rss;
+    char buf[128];
+    if (!read_proc("/proc/self/statm", buf, sizeof buf))
+        return 0;
+    char *resident = strchr(buf, ' '); /* statm: size resident shared ... */
+    return resident ? (size_t)strtoull(resident, NULL, 10) * (size_t)page_size : 0;
+}
+
+/* The peak RSS, as the kernel counts it (VmHWM): sampling would miss spikes. */
+static size_t peak_rss(void)
+{
+    char buf[4096];
+    if (!read_proc("/proc/self/status", buf, sizeof buf))
+        return 0;
+    char *hwm = strstr(buf, "VmHWM:");
+    return hwm ? (size_t)strtoull(hwm + 6, NULL, 10) * 1024 : 0;
 }
 
 static void *sampler(void *arg)
 {
     struct timespec nap = {0, SAMPLE_MS * 1000000L};
     while (!atomic_load(&sampler_stop)) {
-        size_t rss = sample();
-        if (opt.trace)
-            printf("  t=%6.1fs rss %8.1f MiB\n", elapsed_s(), (double)rss / MIB);
+        printf("  t=%6.1fs rss %8.1f MiB\n", elapsed_s(), (double)sample() / MIB);
         nanosleep(&nap, NULL);
     }
     return NULL;
@@ -129,7 +145,7 @@ typedef struct object_s {
 /* Objects kept alive to the end, from every thread. */
 static pthread_mutex_t kept_lock = PTHREAD_MUTEX_INITIALIZER;
 static object_t *kept;
-static size_t kept_len, kept_cap, kept_bytes;
+static size_t kept_len, kept_cap, kept_bytes, kept_usable;
 
 static void keep(object_t o)
 {
@@ -144,6 +160,7 @@ static void keep(object_t o)
     }
     kept[kept_len++] = o;
     kept_bytes += o.n;
+    kept_usable += malloc_usable_size(o.p); /* what the size classes made of them */
     pthread_mutex_unlock(&kept_lock);
 }
 
@@ -185,7 +202,7 @@ static void *worker(void *arg)
             break;
         /* Wait as a request handler waits on I/O: the phase's threads
          * overlap, and their memory is live at the same time. */
-        nanosleep(&(struct timespec){0, NAP_MS * 1000000L}, NULL);
+        nanosleep(&(struct timespec){opt.nap_ms / 1000, (opt.nap_ms % 1000) * 1000000L}, NULL);
         /* Free a random half, compacting the array. */
         size_t out = 0;
         for (size_t i = 0; i < len; i++) {
@@ -227,14 +244,17 @@ static void run_phase(unsigned phase)
 }
 
 /* Sleep until `at` seconds after the idle period began, allocating a little
- * every sample as a live process does; return the RSS then. */
+ * every sample as a live process does (unless --idle-alloc 0); return the
+ * RSS then. */
 static size_t idle_until(double start, double at)
 {
     struct timespec nap = {0, SAMPLE_MS * 1000000L};
     while (elapsed_s() - start < at) {
-        void *p = malloc(64);
-        __asm__ volatile("" : : "g"(p) : "memory");
-        free(p);
+        if (opt.idle_alloc) {
+            void *p = malloc(64);
+            __asm__ volatile("" : : "g"(p) : "memory");
+            free(p);
+        }
         nanosleep(&nap, NULL);
     }
     return sample();
@@ -262,8 +282,8 @@ static void print_ebb_summary(void)
 static void usage(const char *prog)
 {
     fprintf(stderr,
-            "usage: %s [--threads T] [--phases P] [--budget-mib M] [--rounds R]\n"
-            "          [--keep PCT] [--idle S] [--seed N] [--trace]\n",
+            "usage: %s [--threads T] [--phases P] [--budget-mib M] [--rounds R] [--nap-ms N]\n"
+            "          [--keep PCT] [--idle S] [--idle-alloc 0|1] [--seed N] [--trace]\n",
             prog);
     exit(2);
 }
@@ -274,9 +294,11 @@ static void parse(int argc, char **argv)
     opt = (options_t){.threads = (unsigned)(8 * (ncpu > 0 ? ncpu : 1) + 16),
                       .phases = 10,
                       .rounds = 12,
+                      .nap_ms = 10,
                       .budget_mib = 512,
                       .keep_pct = 1.5,
                       .idle_s = 10,
+                      .idle_alloc = true,
                       .seed = 42};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -293,12 +315,16 @@ static void parse(int argc, char **argv)
             opt.phases = (unsigned)atoi(v);
         else if (strcmp(a, "--rounds") == 0)
             opt.rounds = (unsigned)atoi(v);
+        else if (strcmp(a, "--nap-ms") == 0)
+            opt.nap_ms = (unsigned)atoi(v);
         else if (strcmp(a, "--budget-mib") == 0)
             opt.budget_mib = atof(v);
         else if (strcmp(a, "--keep") == 0)
             opt.keep_pct = atof(v);
         else if (strcmp(a, "--idle") == 0)
             opt.idle_s = (unsigned)atoi(v);
+        else if (strcmp(a, "--idle-alloc") == 0)
+            opt.idle_alloc = atoi(v) != 0;
         else if (strcmp(a, "--seed") == 0)
             opt.seed = strtoull(v, NULL, 0);
         else
@@ -320,25 +346,33 @@ int main(int argc, char **argv)
            opt.phases, opt.threads, opt.budget_mib, opt.keep_pct,
            preload && *preload ? preload : "glibc (no LD_PRELOAD)");
     fflush(stdout);
+    size_t baseline = sample(); /* the allocator is initialised: printf allocated */
 
     pthread_t sampler_tid;
-    pthread_create(&sampler_tid, NULL, sampler, NULL);
+    if (opt.trace)
+        pthread_create(&sampler_tid, NULL, sampler, NULL);
+    double work_t0 = elapsed_s();
     for (unsigned ph = 0; ph < opt.phases; ph++) {
         run_phase(ph);
         size_t rss = sample();
         printf("phase %2u/%u at %5.1f s: rss %7.1f MiB, kept %6.1f MiB, peak so far %7.1f MiB\n",
                ph + 1, opt.phases, elapsed_s(), (double)rss / MIB, (double)kept_bytes / MIB,
-               (double)atomic_load(&rss_peak) / MIB);
+               (double)peak_rss() / MIB);
         fflush(stdout);
     }
-    double work_s = elapsed_s();
+    double idle_t0 = elapsed_s(), work_s = idle_t0 - work_t0;
     size_t end = sample();
-    size_t idle2 = idle_until(work_s, 2.0);
-    size_t idle_end = idle_until(work_s, (double)opt.idle_s);
-    atomic_store(&sampler_stop, true);
-    pthread_join(sampler_tid, NULL);
+    printf("work_end baseline_kib=%zu live_bytes=%zu live_usable_bytes=%zu work_s=%.3f\n",
+           baseline / 1024, kept_bytes, kept_usable, work_s);
+    fflush(stdout);
+    size_t idle2 = idle_until(idle_t0, 2.0);
+    size_t idle_end = idle_until(idle_t0, (double)opt.idle_s);
+    if (opt.trace) {
+        atomic_store(&sampler_stop, true);
+        pthread_join(sampler_tid, NULL);
+    }
 
-    double peak = (double)atomic_load(&rss_peak) / MIB;
+    double peak = (double)peak_rss() / MIB;
     printf("peak RSS            %8.1f MiB\n", peak);
     printf("RSS at end of work  %8.1f MiB  (after %.1f s)\n", (double)end / MIB, work_s);
     printf("RSS after idle 2 s  %8.1f MiB\n", (double)idle2 / MIB);
@@ -346,9 +380,9 @@ int main(int argc, char **argv)
     printf("live bytes held     %8.1f MiB  (%zu objects)\n", (double)kept_bytes / MIB, kept_len);
     print_ebb_summary();
     printf("summary peak_mib=%.1f end_mib=%.1f idle2_mib=%.1f idle_mib=%.1f idle_s=%u "
-           "live_mib=%.1f work_s=%.1f\n",
+           "live_mib=%.1f work_s=%.1f baseline_mib=%.1f\n",
            peak, (double)end / MIB, (double)idle2 / MIB, (double)idle_end / MIB, opt.idle_s,
-           (double)kept_bytes / MIB, work_s);
+           (double)kept_bytes / MIB, work_s, (double)baseline / MIB);
 
     for (size_t i = 0; i < kept_len; i++)
         free(kept[i].p);
