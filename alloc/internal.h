@@ -355,6 +355,8 @@ struct ebb_tcache_s {
     _Atomic uint32_t drain;    /* set by the purger: flush at the next slow call */
     uint64_t seen_nmalloc;     /* purger's view: allocations at last look */
     uint64_t idle_since_ns;    /* purger's view: no allocation since */
+    size_t budget;             /* bytes this cache may hold (tcache.c) */
+    uint32_t epoch;            /* the thread-count epoch budget is for */
 };
 
 extern __thread ebb_tcache_t *ebb__tls_tcache __attribute__((tls_model("initial-exec")));

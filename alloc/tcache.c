@@ -39,26 +39,59 @@ static ebb_lock_t tc_lock = EBB_LOCK_INIT;
 static ebb_tcache_t *tc_live;   /* registry of live caches */
 static ebb_tcache_t *tc_pool;   /* recycled structs */
 static unsigned tc_nlive;
+/* Bumped when the number of live caches crosses a power of two: each
+ * thread then recomputes its bounds on its next slow path. */
+static _Atomic uint32_t tc_epoch;
 /* Counters of exited threads, so totals survive them. */
 static _Atomic uint64_t dead_nmalloc[EBB_NCLASSES];
 
 extern pthread_key_t ebb__tkey;
 extern bool ebb__tkey_ok;
 
-static uint32_t bin_max(unsigned c) {
+/* A thread's byte budget: the caches together hold about tcache_total_mb,
+ * so a JVM with 200 threads does not keep 200 full caches, while one or two
+ * threads get up to tcache_max_kb each. */
+#define BUDGET_MIN ((size_t)64 << 10)
+static size_t thread_budget(void) {
+    unsigned n = __atomic_load_n(&tc_nlive, __ATOMIC_RELAXED);
+    size_t per = ((size_t)ebb__opts.tcache_total_mb << 20) / (n ? n : 1);
+    size_t max = (size_t)ebb__opts.tcache_max_kb << 10;
+    if (per > max)
+        per = max;
+    return per > BUDGET_MIN ? per : BUDGET_MIN;
+}
+
+/* A bin's bound: its share of the thread's budget, budget / BIN_SHARES, so
+ * a thread that fills a handful of classes stays near its budget without
+ * any check on the fast path (which cannot afford one); 2..256 objects a
+ * bin, scaled by tcache_scale. */
+#define BIN_SHARES 16
+static uint32_t bin_max(unsigned c, size_t budget) {
     if (!ebb__opts.tcache || !ebb_class_is_small(c))
         return 0;
-    size_t size = ebb_class_size(c);
-    size_t n = 65536 / size;
-    if (n < 8)
-        n = 8;
+    size_t share = budget / BIN_SHARES;
+    size_t n = share / ebb_class_size(c);
+    if (n < 2)
+        n = 2;
     if (n > 256)
         n = 256;
     n = n * ebb__opts.tcache_scale / 100;
     return (uint32_t)(n ? n : 1);
 }
 
+static unsigned floor_lg(unsigned n) { return n ? 31u - (unsigned)__builtin_clz(n) : 0; }
+
+/* The bins' bounds for the thread's current budget. */
+static void set_bounds(ebb_tcache_t *tc) {
+    tc->epoch = atomic_load_explicit(&tc_epoch, memory_order_relaxed);
+    tc->budget = thread_budget();
+    for (unsigned c = 0; c < EBB_NCLASSES; c++)
+        __atomic_store_n(&tc->bins[c].max, bin_max(c, tc->budget), __ATOMIC_RELAXED);
+}
+
 static void registry_add(ebb_tcache_t *tc) {
+    if (floor_lg(tc_nlive + 1) != floor_lg(tc_nlive))
+        atomic_fetch_add_explicit(&tc_epoch, 1, memory_order_relaxed);
     tc->prev = NULL;
     tc->next = tc_live;
     if (tc_live)
@@ -68,6 +101,8 @@ static void registry_add(ebb_tcache_t *tc) {
 }
 
 static void registry_remove(ebb_tcache_t *tc) {
+    if (floor_lg(tc_nlive - 1) != floor_lg(tc_nlive))
+        atomic_fetch_add_explicit(&tc_epoch, 1, memory_order_relaxed);
     if (tc->prev)
         tc->prev->next = tc->next;
     else
@@ -98,8 +133,7 @@ ebb_tcache_t *ebb__tcache_get_slow(void) {
         return &tcache_busy;
     }
     memset(tc, 0, sizeof(*tc));
-    for (unsigned c = 0; c < EBB_NCLASSES; c++)
-        tc->bins[c].max = bin_max(c);
+    set_bounds(tc);
     tc->arena = ebb__arena_choose();
     if (tc->arena)
         atomic_fetch_add_explicit(&tc->arena->nthreads, 1, memory_order_relaxed);
@@ -139,10 +173,16 @@ static size_t cached_bytes(const ebb_tcache_t *tc) {
     return bytes;
 }
 
-/* Keep the cache within tcache_max_kb: halve every bin until under half the
- * bound, so the next trim is not immediately due again. */
+/* Keep the cache within its budget: after a change of budget, trim every
+ * bin to its new bound; then halve every bin until under half the budget,
+ * so the next trim is not immediately due again. */
 static void enforce_bound(ebb_tcache_t *tc) {
-    size_t cap = (size_t)ebb__opts.tcache_max_kb << 10;
+    if (ebb_unlikely(tc->epoch != atomic_load_explicit(&tc_epoch, memory_order_relaxed))) {
+        set_bounds(tc);
+        for (unsigned c = 1; c <= EBB_NSMALL; c++)
+            bin_flush(&tc->bins[c], c, tc->bins[c].max);
+    }
+    size_t cap = tc->budget;
     if (cached_bytes(tc) <= cap)
         return;
     for (int round = 0; round < 8 && cached_bytes(tc) > cap / 2; round++)
@@ -161,7 +201,8 @@ void *ebb__tcache_refill_alloc(ebb_tcache_t *tc, unsigned c) {
     b->head = *(void **)p;
     b->count = got - 1;
     b->nmalloc++;
-    if (++tc->ticks % 64 == 0)
+    if (++tc->ticks % 64 == 0 ||
+        tc->epoch != atomic_load_explicit(&tc_epoch, memory_order_relaxed))
         enforce_bound(tc);
     return p;
 }
@@ -233,8 +274,7 @@ void ebb__tcache_drain_if_asked(ebb_tcache_t *tc) {
         return;
     atomic_store_explicit(&tc->drain, 0, memory_order_relaxed);
     ebb__tcache_flush_all(tc);
-    for (unsigned c = 0; c < EBB_NCLASSES; c++)
-        __atomic_store_n(&tc->bins[c].max, bin_max(c), __ATOMIC_RELAXED);
+    set_bounds(tc);
 }
 
 void ebb__tcache_idle_scan(uint64_t now, uint64_t idle_ns) {
