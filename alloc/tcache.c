@@ -133,7 +133,6 @@ ebb_tcache_t *ebb__tcache_get_slow(void) {
         return &tcache_busy;
     }
     memset(tc, 0, sizeof(*tc));
-    set_bounds(tc);
     tc->arena = ebb__arena_choose();
     if (tc->arena)
         atomic_fetch_add_explicit(&tc->arena->nthreads, 1, memory_order_relaxed);
@@ -141,6 +140,7 @@ ebb_tcache_t *ebb__tcache_get_slow(void) {
     ebb_lock(&tc_lock);
     registry_add(tc);
     ebb_unlock(&tc_lock);
+    set_bounds(tc); /* counting this thread */
     if (ebb__tkey_ok)
         pthread_setspecific(ebb__tkey, tc);
     ebb__tls_tcache = tc;
