@@ -242,6 +242,15 @@ static uint64_t merged_since(const ebb_span_t *a, const ebb_span_t *b) {
     return lo + (uint64_t)((double)(hi - lo) * w_hi / (a->ndirty + b->ndirty));
 }
 
+/* Absorb the free span after lo (hi, off-list) into lo; hi's struct goes. */
+static void absorb(ebb_heap_t *h, ebb_span_t *lo, ebb_span_t *hi) {
+    lo->free_since_ns = merged_since(lo, hi);
+    lo->muzzy &= hi->muzzy;
+    lo->npages += hi->npages;
+    lo->ndirty += hi->ndirty;
+    ebb__span_delete(h, hi);
+}
+
 /* Put a free, off-list span on its list, merged with its free neighbours;
  * a span that now covers a whole segment is a spare, or is unmapped. */
 static void insert_coalesced(ebb_heap_t *h, ebb_span_t *s) {
@@ -250,11 +259,7 @@ static void insert_coalesced(ebb_heap_t *h, ebb_span_t *s) {
         ebb_span_t *p = seg->spans[s->first - 1];
         if (p && p->kind == EBB_SPAN_FREE) {
             list_remove(h, p);
-            p->free_since_ns = merged_since(p, s);
-            p->muzzy &= s->muzzy;
-            p->npages += s->npages;
-            p->ndirty += s->ndirty;
-            ebb__span_delete(h, s);
+            absorb(h, p, s);
             s = p;
         }
     }
@@ -263,11 +268,7 @@ static void insert_coalesced(ebb_heap_t *h, ebb_span_t *s) {
         ebb_span_t *n = seg->spans[end];
         if (n && n->kind == EBB_SPAN_FREE) {
             list_remove(h, n);
-            s->free_since_ns = merged_since(s, n);
-            s->muzzy &= n->muzzy;
-            s->npages += n->npages;
-            s->ndirty += n->ndirty;
-            ebb__span_delete(h, n);
+            absorb(h, s, n);
         }
     }
     set_bounds(s);
