@@ -108,6 +108,11 @@ EBB_INLINE void ebb_lock(ebb_lock_t *l) {
         return;
     ebb__lock_slow(l);
 }
+EBB_INLINE bool ebb_trylock(ebb_lock_t *l) {
+    uint32_t expect = 0;
+    return atomic_compare_exchange_strong_explicit(&l->state, &expect, 1, memory_order_acquire,
+                                                   memory_order_relaxed);
+}
 EBB_INLINE void ebb_unlock(ebb_lock_t *l) {
     if (ebb_unlikely(atomic_exchange_explicit(&l->state, 0, memory_order_release) == 2))
         ebb__os_futex_wake((volatile uint32_t *)&l->state, 1);

@@ -89,6 +89,25 @@ static ebb_span_t *find_fit(ebb_heap_t *h, size_t npages) {
     return NULL;
 }
 
+static void segment_link(ebb_heap_t *h, ebb_segment_t *seg) {
+    seg->prev = NULL;
+    seg->next = h->segments;
+    if (h->segments)
+        h->segments->prev = seg;
+    h->segments = seg;
+    h->nsegments++;
+}
+
+static void segment_unlink(ebb_heap_t *h, ebb_segment_t *seg) {
+    if (seg->prev)
+        seg->prev->next = seg->next;
+    else
+        h->segments = seg->next;
+    if (seg->next)
+        seg->next->prev = seg->prev;
+    h->nsegments--;
+}
+
 static ebb_segment_t *segment_new(ebb_heap_t *h, ebb_arena_t *a) {
     ebb_span_t *s = ebb__span_new(h);
     if (s == NULL)
@@ -103,11 +122,7 @@ static ebb_segment_t *segment_new(ebb_heap_t *h, ebb_arena_t *a) {
     seg->magic = EBB_SEG_MAGIC;
     seg->kind = EBB_SEG_NORMAL;
     seg->arena = a;
-    seg->next = h->segments;
-    if (h->segments)
-        h->segments->prev = seg;
-    h->segments = seg;
-    h->nsegments++;
+    segment_link(h, seg);
     atomic_fetch_add_explicit(&ebb__segments_mapped, EBB_SEG, memory_order_relaxed);
     s->seg = seg;
     s->first = EBB_SEG_FIRST_PAGE;
@@ -125,13 +140,7 @@ static void segment_release(ebb_heap_t *h, ebb_span_t *whole) {
     ebb_segment_t *seg = whole->seg;
     list_remove(h, whole);
     ebb__span_delete(h, whole);
-    if (seg->prev)
-        seg->prev->next = seg->next;
-    else
-        h->segments = seg->next;
-    if (seg->next)
-        seg->next->prev = seg->prev;
-    h->nsegments--;
+    segment_unlink(h, seg);
     atomic_fetch_sub_explicit(&ebb__segments_mapped, EBB_SEG, memory_order_relaxed);
     ebb__segmap_set(seg, false);
     ebb__os_unmap(seg, EBB_SEG);
@@ -160,13 +169,50 @@ static bool split_front(ebb_heap_t *h, ebb_span_t *s, size_t npages) {
     return true;
 }
 
+/* Take a wholly free segment from another arena, if one has a spare and
+ * its heap lock is free right now (a try: never wait while holding ours,
+ * so no lock order between arenas is needed). Memory one arena freed then
+ * serves another before any new mapping -- with threads spread over arenas,
+ * a spare here while the other arena maps is resident memory twice.
+ * pre: h->lock held, h is a's heap. */
+static bool steal_spare(ebb_heap_t *h, ebb_arena_t *a) {
+    ebb_arena_t *o;
+    for (unsigned i = 0; (o = ebb__arena_next(&i)) != NULL;) {
+        ebb_heap_t *oh = &o->heap;
+        if (o == a || __atomic_load_n(&oh->nspare, __ATOMIC_RELAXED) == 0 ||
+            !ebb_trylock(&oh->lock))
+            continue;
+        ebb_span_t *whole = NULL;
+        for (unsigned li = list_index(SEG_USABLE); li < EBB_HEAP_NLISTS && !whole; li++)
+            for (ebb_span_t *sp = oh->lists[li]; sp; sp = sp->next)
+                if (sp->npages == SEG_USABLE) {
+                    whole = sp;
+                    break;
+                }
+        if (whole != NULL) {
+            list_remove(oh, whole);
+            oh->nspare--;
+            segment_unlink(oh, whole->seg);
+        }
+        ebb_unlock(&oh->lock);
+        if (whole == NULL)
+            continue;
+        whole->seg->arena = a;
+        segment_link(h, whole->seg);
+        list_insert(h, whole);
+        h->nspare++;
+        return true;
+    }
+    return false;
+}
+
 ebb_span_t *ebb__heap_alloc(ebb_heap_t *h, ebb_arena_t *a, size_t npages, size_t align_pages) {
     size_t want = npages + align_pages - 1;
     if (want > SEG_USABLE)
         return NULL;
     ebb_span_t *s = find_fit(h, want);
     if (s == NULL) {
-        if (segment_new(h, a) == NULL)
+        if (!(h == &a->heap && steal_spare(h, a)) && segment_new(h, a) == NULL)
             return NULL;
         s = find_fit(h, want);
         if (s == NULL)

@@ -156,6 +156,33 @@ static void test_owns(void **state) {
     ebb_free(p);
 }
 
+/* An arena that needs a segment takes a wholly free one from another arena
+ * before it maps a new one. */
+static void test_spare_segment_moves_between_arenas(void **state) {
+    (void)state;
+    unit_init();
+    ebb_arena_t *x = ebb__arena_get(EBB_MAX_ARENAS - 100);
+    ebb_arena_t *y = ebb__arena_get(EBB_MAX_ARENAS - 101);
+    void *p = ebb__arena_alloc_large(x, 100000, 0, false);
+    assert_non_null(p);
+    ebb__arena_free_large(ebb_ptr_segment(p), p); /* x now has a spare */
+    assert_true(x->heap.nspare >= 1);
+    size_t mapped = atomic_load(&ebb__segments_mapped);
+    assert_int_equal(y->heap.nsegments, 0);
+    void *q = ebb__arena_alloc_large(y, 100000, 0, false);
+    assert_non_null(q);
+    assert_int_equal(atomic_load(&ebb__segments_mapped), mapped); /* nothing mapped */
+    assert_ptr_equal(ebb_ptr_segment(q)->arena, y);
+    ebb_lock(&y->heap.lock);
+    assert_int_equal(y->heap.nsegments, 1);
+    assert_true(ebb__heap_is_valid(&y->heap));
+    ebb_unlock(&y->heap.lock);
+    ebb__arena_free_large(ebb_ptr_segment(q), q);
+    ebb_lock(&x->heap.lock);
+    assert_true(ebb__heap_is_valid(&x->heap));
+    ebb_unlock(&x->heap.lock);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_refill_and_cross_thread_flush),
@@ -163,6 +190,7 @@ int main(void) {
         cmocka_unit_test(test_summary_tracks_live_bytes),
         cmocka_unit_test(test_release_checks_abort),
         cmocka_unit_test(test_owns),
+        cmocka_unit_test(test_spare_segment_moves_between_arenas),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
