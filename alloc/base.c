@@ -56,6 +56,7 @@ ebb_span_t *ebb__span_new(ebb_heap_t *h) {
         ebb_span_t *batch = ebb__base_alloc(sizeof(ebb_span_t) * SPAN_BATCH);
         if (batch == NULL)
             return NULL;
+        h->meta_bytes += sizeof(ebb_span_t) * SPAN_BATCH;
         for (int i = 0; i < SPAN_BATCH; i++) {
             batch[i].next = h->span_pool;
             h->span_pool = &batch[i];

@@ -254,6 +254,7 @@ typedef struct ebb_heap_s {
     size_t purged_bytes;        /* cumulative */
     size_t purge_calls;         /* cumulative */
     size_t dirty_cap_pages;     /* above this, wake the purger at once */
+    size_t meta_bytes;          /* span structs taken from base for this heap */
     bool kicked;                /* the purger was woken for the cap */
 } ebb_heap_t;
 

@@ -87,6 +87,7 @@ static void collect_arena(ebb_arena_t *a, ebb_stats_counters_t *s, ebb_stats_cla
     ebb_lock(&a->heap.lock);
     s->large_nmalloc = a->large_nmalloc;
     s->large_nfree = a->large_nfree;
+    s->metadata_bytes = a->heap.meta_bytes + sizeof(ebb_arena_t);
     ebb_unlock(&a->heap.lock);
     s->live_bytes = f.slab_bytes_out + f.large_bytes;
     s->live_objects = objects + (s->large_nmalloc - s->large_nfree);
@@ -103,6 +104,8 @@ static void collect_arena(ebb_arena_t *a, ebb_stats_counters_t *s, ebb_stats_cla
     s->retained_bytes = s->mapped_bytes > used ? s->mapped_bytes - used : 0;
     s->threads = atomic_load_explicit(&a->nthreads, memory_order_relaxed);
 }
+
+void ebb__tcache_cached_bytes_by_arena(uint64_t per_arena[], unsigned n);
 
 void ebb__stats_collect(ebb_stats_counters_t *total, ebb_stats_counters_t *arenas,
                         unsigned narenas, ebb_stats_class_t *classes, unsigned nclasses) {
@@ -125,6 +128,12 @@ void ebb__stats_collect(ebb_stats_counters_t *total, ebb_stats_counters_t *arena
         total->large_nmalloc += s->large_nmalloc;
         total->large_nfree += s->large_nfree;
     }
+    /* Thread caches by the arena their thread is attached to. */
+    uint64_t by_arena[EBB_MAX_ARENAS] = {0};
+    unsigned nar = narenas < EBB_MAX_ARENAS ? narenas : EBB_MAX_ARENAS;
+    ebb__tcache_cached_bytes_by_arena(by_arena, nar);
+    for (unsigned i = 0; i < nar; i++)
+        arenas[i].tcache_bytes = by_arena[i];
     /* A class's live objects: out of slabs and not in a thread cache. */
     uint64_t cached[EBB_NCLASSES] = {0};
     ebb__tcache_cached_counts(cached);

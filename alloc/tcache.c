@@ -329,6 +329,17 @@ void ebb__tcache_postfork_child(void) {
     }
 }
 
+/* For the statistics page (stats.c): add the bytes each live cache holds to
+ * per_arena[index of its thread's arena], for the n first arenas. */
+void ebb__tcache_cached_bytes_by_arena(uint64_t per_arena[], unsigned n);
+void ebb__tcache_cached_bytes_by_arena(uint64_t per_arena[], unsigned n) {
+    ebb_lock(&tc_lock);
+    for (ebb_tcache_t *tc = tc_live; tc; tc = tc->next)
+        if (tc->arena != NULL && tc->arena->index < n)
+            per_arena[tc->arena->index] += cached_bytes(tc); /* racy counts: a statistic */
+    ebb_unlock(&tc_lock);
+}
+
 /* For the statistics page (stats.c): add each class's objects held in live
  * thread caches to counts[c]. The counts are read racily: a statistic. */
 void ebb__tcache_cached_counts(uint64_t counts[]);

@@ -71,7 +71,22 @@ static void test_publish_counts_allocations(void **state) {
     assert_true(snap.page.h->total.mapped_bytes >= snap.page.h->total.active_bytes);
     assert_true(snap.page.h->total.threads >= 1);
     ebbstat_snap_free(&snap);
-    for (int i = 0; i < N; i++)
+    /* Half of them freed into this thread's cache: the per-arena caches add
+     * up to the total, and every arena in use reports its metadata. */
+    for (int i = 0; i < N / 2; i++)
+        ebb_free(p[i]);
+    ebb__stats_shm_publish(ebb__os_now_ns());
+    assert_int_equal(ebbstat_snap_read(ebb__stats_shm_path(), &snap, err, sizeof(err)), 0);
+    uint64_t cached = 0;
+    for (unsigned i = 0; i < snap.page.h->narenas; i++) {
+        cached += snap.page.arenas[i].tcache_bytes;
+        if (snap.page.arenas[i].mapped_bytes > 0)
+            assert_true(snap.page.arenas[i].metadata_bytes > 0);
+    }
+    assert_true(snap.page.h->total.tcache_bytes > 0);
+    assert_int_equal(cached, snap.page.h->total.tcache_bytes);
+    ebbstat_snap_free(&snap);
+    for (int i = N / 2; i < N; i++)
         ebb_free(p[i]);
 }
 
