@@ -378,6 +378,11 @@ void ebb__tcache_thread_exit(void *tc);
 void ebb__tcache_idle_scan(uint64_t now, uint64_t idle_ns);
 void ebb__tcache_drain_if_asked(ebb_tcache_t *tc);
 size_t ebb__tcache_cached_bytes(void);
+/* For statistics (racy counts): add the bytes each live cache holds to
+ * per_arena[its thread's arena index] for indexes below n; add each class's
+ * cached objects to counts[c]. */
+void ebb__tcache_cached_bytes_by_arena(uint64_t per_arena[], unsigned n);
+void ebb__tcache_cached_counts(uint64_t counts[]);
 unsigned ebb__tcache_count(void);
 void ebb__tcache_prefork(void);
 void ebb__tcache_postfork_parent(void);

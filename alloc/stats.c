@@ -105,8 +105,6 @@ static void collect_arena(ebb_arena_t *a, ebb_stats_counters_t *s, ebb_stats_cla
     s->threads = atomic_load_explicit(&a->nthreads, memory_order_relaxed);
 }
 
-void ebb__tcache_cached_bytes_by_arena(uint64_t per_arena[], unsigned n);
-
 void ebb__stats_collect(ebb_stats_counters_t *total, ebb_stats_counters_t *arenas,
                         unsigned narenas, ebb_stats_class_t *classes, unsigned nclasses) {
     memset(total, 0, sizeof(*total));
@@ -132,8 +130,10 @@ void ebb__stats_collect(ebb_stats_counters_t *total, ebb_stats_counters_t *arena
     uint64_t by_arena[EBB_MAX_ARENAS] = {0};
     unsigned nar = narenas < EBB_MAX_ARENAS ? narenas : EBB_MAX_ARENAS;
     ebb__tcache_cached_bytes_by_arena(by_arena, nar);
-    for (unsigned i = 0; i < nar; i++)
+    for (unsigned i = 0; i < nar; i++) {
         arenas[i].tcache_bytes = by_arena[i];
+        total->tcache_bytes += by_arena[i];
+    }
     /* A class's live objects: out of slabs and not in a thread cache. */
     uint64_t cached[EBB_NCLASSES] = {0};
     ebb__tcache_cached_counts(cached);
@@ -149,7 +149,6 @@ void ebb__stats_collect(ebb_stats_counters_t *total, ebb_stats_counters_t *arena
     size_t huge = atomic_load_explicit(&ebb__huge_bytes, memory_order_relaxed);
     size_t huge_cached = atomic_load_explicit(&ebb__huge_cached_bytes, memory_order_relaxed);
     size_t base_mapped = atomic_load_explicit(&ebb__base_mapped, memory_order_relaxed);
-    total->tcache_bytes = ebb__tcache_cached_bytes();
     total->live_bytes =
         (slab_and_large > total->tcache_bytes ? slab_and_large - total->tcache_bytes : 0) + huge;
     total->live_objects += atomic_load_explicit(&ebb__huge_count, memory_order_relaxed);

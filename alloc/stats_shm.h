@@ -159,7 +159,6 @@ void ebb__stats_collect(ebb_stats_counters_t *total, ebb_stats_counters_t *arena
                         unsigned narenas, ebb_stats_class_t *classes, unsigned nclasses);
 /* Objects of each class in live thread caches, added to counts[class]
  * (tcache.c, where the registry is). */
-void ebb__tcache_cached_counts(uint64_t counts[]);
 /* The page's path ("" when there is none), for tests. */
 const char *ebb__stats_shm_path(void);
 

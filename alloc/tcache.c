@@ -259,7 +259,6 @@ size_t ebb__tcache_cached_bytes(void) {
 
 unsigned ebb__tcache_count(void) { return tc_nlive; }
 
-uint64_t ebb__class_nmalloc(unsigned c);
 uint64_t ebb__class_nmalloc(unsigned c) {
     uint64_t n = atomic_load_explicit(&dead_nmalloc[c], memory_order_relaxed);
     ebb_lock(&tc_lock);
@@ -331,7 +330,6 @@ void ebb__tcache_postfork_child(void) {
 
 /* For the statistics page (stats.c): add the bytes each live cache holds to
  * per_arena[index of its thread's arena], for the n first arenas. */
-void ebb__tcache_cached_bytes_by_arena(uint64_t per_arena[], unsigned n);
 void ebb__tcache_cached_bytes_by_arena(uint64_t per_arena[], unsigned n) {
     ebb_lock(&tc_lock);
     for (ebb_tcache_t *tc = tc_live; tc; tc = tc->next)
@@ -342,7 +340,6 @@ void ebb__tcache_cached_bytes_by_arena(uint64_t per_arena[], unsigned n) {
 
 /* For the statistics page (stats.c): add each class's objects held in live
  * thread caches to counts[c]. The counts are read racily: a statistic. */
-void ebb__tcache_cached_counts(uint64_t counts[]);
 void ebb__tcache_cached_counts(uint64_t counts[]) {
     ebb_lock(&tc_lock);
     for (ebb_tcache_t *tc = tc_live; tc; tc = tc->next)
