@@ -336,11 +336,13 @@ size_t ebb__arena_purge(ebb_arena_t *a, const ebb_purge_policy_t *pol, uint64_t 
 typedef struct ebb_tbin_s {
     void *head;       /* free list threaded through the objects */
     uint32_t count;   /* objects on the list */
-    uint32_t max;     /* the list's bound; 0: never cache this class */
+    uint32_t max;     /* the list's bound now, <= limit; 0: not caching */
     uint64_t nmalloc; /* allocations served from this class */
-    uint64_t pad;     /* 32 bytes: the bin address is one shift away */
+    uint32_t limit;   /* the most max may grow to: the budget's share */
+    uint32_t pad;     /* 32 bytes: the bin address is one shift away */
 } ebb_tbin_t;
 _Static_assert(sizeof(ebb_tbin_t) == 32, "thread-cache bins are 32 bytes");
+#define EBB_TBIN_START 2 /* a bin's max when it starts, or restarts after a drain */
 
 enum { EBB_TC_UNINIT = 0, EBB_TC_ACTIVE = 1, EBB_TC_BUSY = 2, EBB_TC_DEAD = 3 };
 

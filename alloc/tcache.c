@@ -10,9 +10,13 @@
  *                                   cached object; nothing else does)
  *
  * Refill takes max/2 objects from the arena in one locked batch; a free into
- * a full bin flushes the older half. A per-thread byte bound (tcache_max_kb)
- * is enforced on those slow paths. On thread exit (a pthread key
- * destructor) everything goes back to the arenas.
+ * a full bin flushes the older half. A bin starts small and doubles its max
+ * each time it runs dry (or overflows) up to its limit, its share of the
+ * thread's budget -- tcmalloc's slow start: the hundreds of JVM threads
+ * that make a few allocations of a class pull a few objects, not half a
+ * bin each. A per-thread byte bound (tcache_max_kb) is enforced on those
+ * slow paths. On thread exit (a pthread key destructor) everything goes
+ * back to the arenas.
  *
  * Idle caches: the purger (decay.c) notices a thread that has made no
  * allocation for decay_ms and sets every bin's max to 0, then `drain`. The
@@ -81,12 +85,25 @@ static uint32_t bin_max(unsigned c, size_t budget) {
 
 static unsigned floor_lg(unsigned n) { return n ? 31u - (unsigned)__builtin_clz(n) : 0; }
 
-/* The bins' bounds for the thread's current budget. */
-static void set_bounds(ebb_tcache_t *tc) {
+static uint32_t min_u32(uint32_t a, uint32_t b) { return a < b ? a : b; }
+
+/* The bins' limits for the thread's current budget; with restart, every max
+ * starts again from EBB_TBIN_START, else it only shrinks to a lower limit. */
+static void set_bounds(ebb_tcache_t *tc, bool restart) {
     tc->epoch = atomic_load_explicit(&tc_epoch, memory_order_relaxed);
     tc->budget = thread_budget();
-    for (unsigned c = 0; c < EBB_NCLASSES; c++)
-        __atomic_store_n(&tc->bins[c].max, bin_max(c, tc->budget), __ATOMIC_RELAXED);
+    for (unsigned c = 0; c < EBB_NCLASSES; c++) {
+        ebb_tbin_t *b = &tc->bins[c];
+        b->limit = bin_max(c, tc->budget);
+        uint32_t max = min_u32(restart ? EBB_TBIN_START : b->max, b->limit);
+        __atomic_store_n(&b->max, max, __ATOMIC_RELAXED);
+    }
+}
+
+/* The bin is in use beyond its max (ran dry, or overflowed): let it grow. */
+static void bin_grow(ebb_tbin_t *b) {
+    if (b->max < b->limit && b->max != 0)
+        __atomic_store_n(&b->max, min_u32(b->max * 2, b->limit), __ATOMIC_RELAXED);
 }
 
 static void registry_add(ebb_tcache_t *tc) {
@@ -140,7 +157,7 @@ ebb_tcache_t *ebb__tcache_get_slow(void) {
     ebb_lock(&tc_lock);
     registry_add(tc);
     ebb_unlock(&tc_lock);
-    set_bounds(tc); /* counting this thread */
+    set_bounds(tc, true); /* counting this thread */
     if (ebb__tkey_ok)
         pthread_setspecific(ebb__tkey, tc);
     ebb__tls_tcache = tc;
@@ -178,7 +195,7 @@ static size_t cached_bytes(const ebb_tcache_t *tc) {
  * so the next trim is not immediately due again. */
 static void enforce_bound(ebb_tcache_t *tc) {
     if (ebb_unlikely(tc->epoch != atomic_load_explicit(&tc_epoch, memory_order_relaxed))) {
-        set_bounds(tc);
+        set_bounds(tc, false);
         for (unsigned c = 1; c <= EBB_NSMALL; c++)
             bin_flush(&tc->bins[c], c, tc->bins[c].max);
     }
@@ -192,6 +209,7 @@ static void enforce_bound(ebb_tcache_t *tc) {
 
 void *ebb__tcache_refill_alloc(ebb_tcache_t *tc, unsigned c) {
     ebb_tbin_t *b = &tc->bins[c];
+    bin_grow(b);
     unsigned want = b->max / 2 ? b->max / 2 : 1;
     void *head;
     unsigned got = ebb__arena_refill(tc->arena, c, &head, want);
@@ -209,7 +227,9 @@ void *ebb__tcache_refill_alloc(ebb_tcache_t *tc, unsigned c) {
 
 void ebb__tcache_overflow_free(ebb_tcache_t *tc, unsigned c, void *p) {
     ebb_tbin_t *b = &tc->bins[c];
-    bin_flush(b, c, b->max / 2);
+    bin_grow(b);
+    if (b->count >= b->max)
+        bin_flush(b, c, b->max / 2);
     *(void **)p = b->head;
     b->head = p;
     b->count++;
@@ -273,7 +293,7 @@ void ebb__tcache_drain_if_asked(ebb_tcache_t *tc) {
         return;
     atomic_store_explicit(&tc->drain, 0, memory_order_relaxed);
     ebb__tcache_flush_all(tc);
-    set_bounds(tc);
+    set_bounds(tc, true);
 }
 
 void ebb__tcache_idle_scan(uint64_t now, uint64_t idle_ns) {

@@ -16,9 +16,11 @@
  * the JVM sleeps --idle seconds: no allocation of ours at all.
  *
  * When the work ends it prints, flushed, for bench/rss/run:
- *   work_end baseline_kib=.. live_bytes=.. work_s=..
+ *   work_end baseline_kib=.. live_bytes=.. held_peak_bytes=.. work_s=..
  * (baseline: VmRSS before the work, with the JVM started and its heap
- * touched; run it with -Xms = -Xmx and -XX:+AlwaysPreTouch.)
+ * touched; run it with -Xms = -Xmx and -XX:+AlwaysPreTouch. held_peak: the
+ * most native bytes the program held at once, so that peak RSS - baseline
+ * - held_peak is what the allocator, zlib and the JVM added at the peak.)
  *
  * Options: --threads T --phases P --rounds R --budget-mib M (in flight per
  *          phase) --keep PCT --idle S --seed N
@@ -34,6 +36,7 @@ import java.nio.file.Paths;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.SplittableRandom;
+import java.util.concurrent.atomic.AtomicLong;
 import java.util.zip.DataFormatException;
 import java.util.zip.Deflater;
 import java.util.zip.Inflater;
@@ -49,6 +52,18 @@ public final class RssChurn {
 
     private static final List<ByteBuffer> kept = new ArrayList<>();
     private static long keptBytes;
+    /* Native bytes the program holds (kept + in flight) and the most it
+     * held at once: what a perfect allocator's peak RSS adds to the
+     * baseline, but for zlib's state and the JVM's own mallocs. */
+    private static final AtomicLong held = new AtomicLong(), heldPeak = new AtomicLong();
+
+    private static ByteBuffer allocate(int size) {
+        ByteBuffer b = ByteBuffer.allocateDirect(size);
+        long now = held.addAndGet(b.capacity());
+        for (long p = heldPeak.get(); now > p && !heldPeak.compareAndSet(p, now); p = heldPeak.get())
+            ;
+        return b;
+    }
 
     /* sun.misc.Unsafe.invokeCleaner, found by reflection: javac then has no
      * internal API to warn about. */
@@ -61,6 +76,7 @@ public final class RssChurn {
         } catch (ReflectiveOperationException e) {
             throw new IllegalStateException(e);
         }
+        held.addAndGet(-b.capacity());
     }
 
     private static synchronized void keep(ByteBuffer b) {
@@ -121,7 +137,7 @@ public final class RssChurn {
         List<ByteBuffer> obj = new ArrayList<>();
         for (int round = 0; round < rounds; round++) {
             while (bytes < budget) {
-                ByteBuffer b = ByteBuffer.allocateDirect(randSize(r));
+                ByteBuffer b = allocate(randSize(r));
                 obj.add(b);
                 bytes += b.capacity();
             }
@@ -203,7 +219,8 @@ public final class RssChurn {
                               (System.nanoTime() - t0) * 1e-9, rssKib("VmRSS") / 1024.0, keptBytes / MIB);
         }
         double workS = (System.nanoTime() - t0) * 1e-9;
-        System.out.printf("work_end baseline_kib=%d live_bytes=%d work_s=%.3f%n", baseline, keptBytes, workS);
+        System.out.printf("work_end baseline_kib=%d live_bytes=%d held_peak_bytes=%d work_s=%.3f%n", baseline,
+                          keptBytes, heldPeak.get(), workS);
         System.out.flush();
         Thread.sleep(idleS * 1000L);
         System.out.printf("after %d s idle: rss %.1f MiB, peak %.1f MiB, live %.1f MiB in %d buffers%n", idleS,

@@ -18,14 +18,14 @@ static void *hold_a_cache(void *arg) {
 
 typedef struct seen_s {
     size_t budget;
-    uint32_t max_1k;
+    uint32_t max_1k; /* the 1 KiB bin's limit */
 } seen_t;
 
 static void *look_at_own_cache(void *arg) {
     seen_t *seen = arg;
     ebb_free(ebb_malloc(16));
     seen->budget = ebb__tls_tcache->budget;
-    seen->max_1k = ebb__tls_tcache->bins[ebb_size_class(1024)].max;
+    seen->max_1k = ebb__tls_tcache->bins[ebb_size_class(1024)].limit;
     return NULL;
 }
 
@@ -94,10 +94,71 @@ static void test_first_free_is_not_cached(void **state) {
     ebb_unlock(&a->bins[c].lock);
 }
 
+static size_t bin_nout(ebb_arena_t *a, unsigned c) {
+    ebb_lock(&a->bins[c].lock);
+    size_t n = a->bins[c].nout;
+    ebb_unlock(&a->bins[c].lock);
+    return n;
+}
+
+enum { SLOW_SIZE = 64, SLOW_N = 400 };
+
+/* cmocka's asserts belong to the main thread: the thread notes the line of
+ * the first failed check. */
+#define CHECK(cond)                                                                              \
+    do {                                                                                         \
+        if (!(cond) && *failed == 0)                                                             \
+            *failed = __LINE__;                                                                  \
+    } while (0)
+
+/* A thread that makes one allocation of a class takes one or two objects
+ * from its arena, not half a bin; one that keeps allocating sees the bin's
+ * max double at every refill up to its limit. */
+static void *slow_start(void *arg) {
+    int *failed = arg;
+    unsigned c = ebb_size_class(SLOW_SIZE);
+    ebb_free(ebb_malloc(16)); /* this thread's cache exists, its first free done */
+    ebb_tcache_t *tc = ebb__tls_tcache;
+    ebb_tbin_t *b = &tc->bins[c];
+    ebb_arena_t *a = tc->arena;
+    CHECK(b->max == EBB_TBIN_START);
+    CHECK(b->limit >= 64);
+
+    size_t before = bin_nout(a, c);
+    void *p[SLOW_N];
+    p[0] = ebb_malloc(SLOW_SIZE);
+    CHECK(bin_nout(a, c) - before <= EBB_TBIN_START);
+    uint32_t prev = b->max;
+    for (int i = 1; i < SLOW_N; i++) {
+        p[i] = ebb_malloc(SLOW_SIZE);
+        CHECK(b->max == prev || b->max == prev * 2 || b->max == b->limit);
+        prev = b->max;
+    }
+    CHECK(b->max == b->limit);
+    /* Objects taken from the arena: what is in use plus at most half a
+     * bin at its limit. */
+    CHECK(bin_nout(a, c) - before <= SLOW_N + b->limit / 2);
+    for (int i = 0; i < SLOW_N; i++)
+        ebb_free(p[i]);
+    CHECK(b->count <= b->max);
+    return NULL;
+}
+
+static void test_bins_start_small(void **state) {
+    (void)state;
+    unit_init();
+    int failed = 0;
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, slow_start, &failed), 0);
+    pthread_join(t, NULL);
+    assert_int_equal(failed, 0); /* else: the line of the check that failed */
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_budget_shrinks_with_threads),
         cmocka_unit_test(test_first_free_is_not_cached),
+        cmocka_unit_test(test_bins_start_small),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
