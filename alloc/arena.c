@@ -1,7 +1,8 @@
 /*
- * Arenas: per size class a bin of slabs, and a page heap for slabs and large
- * objects. Lock order: bin lock -> heap lock -> base lock; a thread holds at
- * most one bin lock.
+ * Arenas: per size class a bin of slabs; slabs and large objects come from
+ * the page heap the arena shares with its group (internal.h, EBB_HEAP_SHARE).
+ * Lock order: bin lock -> heap lock -> base lock; a thread holds at most one
+ * bin lock.
  *
  * A slab's free objects are recorded in its span's bitmap, never inside the
  * objects: a free slab page holds no allocator data, so it can be purged
@@ -16,21 +17,30 @@ unsigned ebb__narenas = 1;
 _Atomic unsigned ebb__narenas_made;
 static ebb_lock_t arenas_lock = EBB_LOCK_INIT;
 
+/* pre: arenas_lock held. pages: the arena whose heap it uses, NULL for its own. */
+static ebb_arena_t *arena_make(unsigned i, ebb_arena_t *pages) {
+    ebb_arena_t *a = ebb__arenas[i];
+    if (a != NULL)
+        return a;
+    a = ebb__base_alloc(sizeof(ebb_arena_t));
+    if (a == NULL)
+        return NULL;
+    a->index = i;
+    a->pages = pages ? pages : a;
+    ebb__heap_init(&a->heap);
+    __atomic_store_n(&ebb__arenas[i], a, __ATOMIC_RELEASE);
+    atomic_fetch_add_explicit(&ebb__narenas_made, 1, memory_order_relaxed);
+    return a;
+}
+
 ebb_arena_t *ebb__arena_get(unsigned i) {
     ebb_arena_t *a = __atomic_load_n(&ebb__arenas[i], __ATOMIC_ACQUIRE);
     if (ebb_likely(a != NULL))
         return a;
     ebb_lock(&arenas_lock);
-    a = ebb__arenas[i];
-    if (a == NULL) {
-        a = ebb__base_alloc(sizeof(ebb_arena_t));
-        if (a != NULL) {
-            a->index = i;
-            ebb__heap_init(&a->heap);
-            __atomic_store_n(&ebb__arenas[i], a, __ATOMIC_RELEASE);
-            atomic_fetch_add_explicit(&ebb__narenas_made, 1, memory_order_relaxed);
-        }
-    }
+    /* The group's first arena, which keeps the heap, exists before the others. */
+    ebb_arena_t *pages = arena_make(i - i % EBB_HEAP_SHARE, NULL);
+    a = pages ? arena_make(i, pages) : NULL;
     ebb_unlock(&arenas_lock);
     return a;
 }
@@ -88,13 +98,15 @@ static void nonfull_remove(ebb_bin_t *b, ebb_span_t *s) {
 /* pre: the bin lock of class c held. */
 static ebb_span_t *slab_new(ebb_arena_t *a, unsigned c) {
     const ebb_class_info_t *ci = &ebb__classes[c];
-    ebb_lock(&a->heap.lock);
-    ebb_span_t *s = ebb__heap_alloc(&a->heap, a, ci->slab_pages, 1);
+    ebb_arena_t *pa = a->pages;
+    ebb_lock(&pa->heap.lock);
+    ebb_span_t *s = ebb__heap_alloc(&pa->heap, pa, ci->slab_pages, 1);
     if (s != NULL)
         ebb__heap_mark(s, EBB_SPAN_SLAB, (uint8_t)c);
-    ebb_unlock(&a->heap.lock);
+    ebb_unlock(&pa->heap.lock);
     if (s == NULL)
         return NULL;
+    s->arena = a;
     s->nobjs = (uint16_t)ci->nobjs;
     s->nfree = (uint16_t)ci->nobjs;
     s->on_list = 0;
@@ -189,27 +201,36 @@ unsigned ebb__arena_refill(ebb_arena_t *a, unsigned c, void **head, unsigned n) 
     return got;
 }
 
-/* Give emptied slabs (linked through next) back to the arena's page heap. */
+/* Give arena a's emptied slabs (linked through next) back to its page heap. */
 static void release_slabs(ebb_arena_t *a, ebb_span_t *empties) {
     if (empties == NULL)
         return;
-    ebb_lock(&a->heap.lock);
+    ebb_arena_t *pa = a->pages;
+    ebb_lock(&pa->heap.lock);
     while (empties != NULL) {
         ebb_span_t *s = empties;
         empties = s->next;
         s->next = NULL;
-        ebb__heap_free(&a->heap, s);
+        ebb__heap_free(&pa->heap, s);
     }
-    ebb_unlock(&a->heap.lock);
+    ebb_unlock(&pa->heap.lock);
 }
 
-/* Return p to its slab. pre: the bin lock held. Returns an emptied slab that
- * the caller must release, or NULL. */
-static ebb_span_t *slab_put(ebb_bin_t *b, ebb_segment_t *seg, void *p, unsigned c,
-                            uint64_t now) {
-    const ebb_class_info_t *ci = &ebb__classes[c];
+/* The slab that holds p, an object of class c. */
+static ebb_span_t *slab_of(ebb_segment_t *seg, const void *p, unsigned c) {
+    EBB_CHECK(seg->magic == EBB_SEG_MAGIC && seg->kind == EBB_SEG_NORMAL,
+              "free(): invalid pointer (not from ebbmalloc)");
     ebb_span_t *s = seg->spans[ebb_ptr_page(seg, p)];
     EBB_CHECK(s != NULL && s->kind == EBB_SPAN_SLAB && s->sclass == c,
+              "free(): invalid pointer (no slab of its size here)");
+    return s;
+}
+
+/* Return p to its slab s. pre: the bin lock held. Returns an emptied slab
+ * that the caller must release, or NULL. */
+static ebb_span_t *slab_put(ebb_bin_t *b, ebb_span_t *s, void *p, unsigned c, uint64_t now) {
+    const ebb_class_info_t *ci = &ebb__classes[c];
+    EBB_CHECK(s->kind == EBB_SPAN_SLAB && s->sclass == c,
               "free(): invalid pointer (no slab of its size here)");
     size_t off = (uintptr_t)p - ebb_span_addr(s);
     uint32_t idx = (uint32_t)(((uint64_t)off * ci->div_magic) >> 32);
@@ -241,10 +262,9 @@ void ebb__arena_flush(unsigned c, void *head) {
     while (head != NULL) {
         void *p = head;
         head = *(void **)p;
-        ebb_segment_t *seg = ebb_ptr_segment(p);
-        EBB_CHECK(seg->magic == EBB_SEG_MAGIC && seg->kind == EBB_SEG_NORMAL,
-                  "free(): invalid pointer (not from ebbmalloc)");
-        ebb_arena_t *a = seg->arena;
+        /* The span of a live object does not change: read without a lock. */
+        ebb_span_t *s = slab_of(ebb_ptr_segment(p), p, c);
+        ebb_arena_t *a = s->arena;
         if (a != locked) {
             if (locked != NULL) {
                 locked->bins[c].nflushes++;
@@ -255,7 +275,7 @@ void ebb__arena_flush(unsigned c, void *head) {
             ebb_lock(&a->bins[c].lock);
             locked = a;
         }
-        ebb_span_t *e = slab_put(&a->bins[c], seg, p, c, now);
+        ebb_span_t *e = slab_put(&a->bins[c], s, p, c, now);
         if (e != NULL) {
             e->next = empties;
             empties = e;
@@ -309,6 +329,7 @@ void *ebb__arena_alloc_large(ebb_arena_t *a, size_t size, size_t align, bool zer
     unsigned c = large_class(size);
     size_t npages = large_pages(size);
     size_t align_pages = align > EBB_PAGE ? align >> EBB_PAGE_SHIFT : 1;
+    a = a->pages; /* large objects belong to the heap's arena */
     ebb_lock(&a->heap.lock);
     ebb_span_t *s = ebb__heap_alloc(&a->heap, a, npages, align_pages);
     if (s != NULL) {
@@ -390,7 +411,7 @@ static size_t slab_purge_pages(ebb_arena_t *a, ebb_span_t *s, const ebb_class_in
         ebb__os_purge((char *)ebb_span_addr(s) + ((size_t)(k - run) << EBB_PAGE_SHIFT),
                       (size_t)run << EBB_PAGE_SHIFT);
         purged += (size_t)run << EBB_PAGE_SHIFT;
-        atomic_fetch_add_explicit(&a->slab_purged_pages, run, memory_order_relaxed);
+        atomic_fetch_add_explicit(&s->seg->arena->slab_purged_pages, run, memory_order_relaxed);
         atomic_fetch_add_explicit(&a->slab_purge_calls, 1, memory_order_relaxed);
         run = 0;
     }

@@ -4,7 +4,7 @@
  *
  * Glossary
  *   page      EBB_PAGE bytes, the unit of the page heap and of purging.
- *   segment   EBB_SEG bytes, aligned to EBB_SEG, owned by one arena. Its first
+ *   segment   EBB_SEG bytes, aligned to EBB_SEG, in one page heap. Its first
  *             EBB_SEG_HDR_PAGES pages hold the segment header (page maps); the
  *             rest is cut into spans. ptr -> segment is one mask.
  *   span      a run of pages in a segment: free, a slab, or one large object.
@@ -14,8 +14,9 @@
  *   class     a size class; 1..EBB_NSMALL are slab classes, the rest up to
  *             EBB_NCLASSES-1 are large classes (whole spans); 0 = none.
  *   bin       the per-arena, per-class set of slabs (lock + non-full list).
- *   arena     bins + a page heap (free spans, segments); a capped number of
- *             them; each thread is attached to one.
+ *   arena     bins, and a page heap (free spans, segments) shared by a group
+ *             of EBB_HEAP_SHARE arenas; a capped number of them; each thread
+ *             is attached to one.
  *   tcache    a thread's cache: per class a singly linked free list threaded
  *             through the cached objects; the lock-free fast path.
  *   huge      an object larger than EBB_LARGE_MAX in a mapping of its own,
@@ -184,6 +185,7 @@ struct ebb_span_s {
     uint64_t free_since_ns;   /* free: when it became dirty (or muzzy);
                                  slab: when an object was last freed into it */
     uint64_t purged_pages;    /* slab: bit k set = page k purged while free */
+    ebb_arena_t *arena;       /* slab: the arena whose bin it belongs to */
     uint64_t bitmap[EBB_SLAB_WORDS]; /* slab: bit i set = object i free */
 };
 
@@ -296,12 +298,23 @@ typedef struct ebb_bin_s {
     uint64_t nrefills, nflushes;
 } EBB_ALIGNED(EBB_CACHELINE) ebb_bin_t;
 
+/*
+ * Arenas share page heaps in groups of EBB_HEAP_SHARE (arenas 0..7 use
+ * arena 0's, 8..15 arena 8's, ...): `pages` is the arena whose heap holds
+ * this one's slabs and large objects. Free pages then serve any arena of the
+ * group at once instead of waiting for the decay in the arena that freed
+ * them; bins (and their locks) stay per arena. A segment's `arena` is the
+ * owner of its heap; a slab's span names the arena of its bin.
+ */
+#define EBB_HEAP_SHARE 8
+
 struct ebb_arena_s {
     unsigned index;
     _Atomic unsigned nthreads;
-    ebb_heap_t heap EBB_ALIGNED(EBB_CACHELINE);
-    size_t large_allocated;     /* bytes in large objects (heap lock) */
-    _Atomic size_t slab_purged_pages; /* slab pages purged now (not resident) */
+    ebb_arena_t *pages;         /* the arena whose page heap this one uses */
+    ebb_heap_t heap EBB_ALIGNED(EBB_CACHELINE); /* used when pages == this arena */
+    size_t large_allocated;     /* bytes in large objects of the group (heap lock) */
+    _Atomic size_t slab_purged_pages; /* slab pages of the heap purged now (not resident) */
     _Atomic size_t slab_purged_bytes; /* cumulative */
     _Atomic size_t slab_purge_calls;  /* cumulative */
     uint64_t large_nmalloc, large_nfree;

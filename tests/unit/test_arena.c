@@ -156,13 +156,16 @@ static void test_owns(void **state) {
     ebb_free(p);
 }
 
-/* An arena that needs a segment takes a wholly free one from another arena
- * before it maps a new one. */
+/* An arena that needs a segment takes a wholly free one from another
+ * group's heap before it maps a new one. */
 static void test_spare_segment_moves_between_arenas(void **state) {
     (void)state;
     unit_init();
-    ebb_arena_t *x = ebb__arena_get(EBB_MAX_ARENAS - 100);
-    ebb_arena_t *y = ebb__arena_get(EBB_MAX_ARENAS - 101);
+    /* The first arenas of two groups: each keeps its group's heap. */
+    ebb_arena_t *x = ebb__arena_get(EBB_MAX_ARENAS - 2 * EBB_HEAP_SHARE);
+    ebb_arena_t *y = ebb__arena_get(EBB_MAX_ARENAS - 3 * EBB_HEAP_SHARE);
+    assert_ptr_equal(x->pages, x);
+    assert_ptr_equal(y->pages, y);
     void *p = ebb__arena_alloc_large(x, 100000, 0, false);
     assert_non_null(p);
     ebb__arena_free_large(ebb_ptr_segment(p), p); /* x now has a spare */
@@ -183,6 +186,45 @@ static void test_spare_segment_moves_between_arenas(void **state) {
     ebb_unlock(&x->heap.lock);
 }
 
+/* The arenas of a group take their pages from the group's first arena:
+ * a large object one frees is what another allocates next, and a slab's
+ * objects go back to the bin of the arena that made the slab. */
+static void test_group_shares_pages(void **state) {
+    (void)state;
+    unit_init();
+    unsigned base = EBB_MAX_ARENAS - 4 * EBB_HEAP_SHARE;
+    ebb_arena_t *lead = ebb__arena_get(base + 1)->pages;
+    ebb_arena_t *a = ebb__arena_get(base + 1), *b = ebb__arena_get(base + 2);
+    assert_ptr_equal(lead, ebb__arena_get(base));
+    assert_ptr_equal(b->pages, lead);
+    assert_int_equal(a->heap.nsegments, 0);
+
+    void *p = ebb__arena_alloc_large(a, 200000, 0, false);
+    assert_non_null(p);
+    assert_ptr_equal(ebb_ptr_segment(p)->arena, lead);
+    ebb__arena_free_large(ebb_ptr_segment(p), p);
+    void *q = ebb__arena_alloc_large(b, 200000, 0, false);
+    assert_ptr_equal(q, p); /* the same pages, still resident */
+    ebb__arena_free_large(ebb_ptr_segment(q), q);
+
+    unsigned c = ebb_size_class(96);
+    void *head = NULL;
+    assert_int_equal(ebb__arena_refill(b, c, &head, 10), 10);
+    assert_ptr_equal(ebb_ptr_segment(head)->arena, lead);
+    assert_int_equal(arena_out(b, c), 10);
+    assert_int_equal(arena_out(a, c), 0);
+    assert_int_equal(arena_out(lead, c), 0);
+    ebb__arena_flush(c, head);
+    assert_int_equal(arena_out(b, c), 0);
+    assert_int_equal(a->heap.nsegments, 0);
+    assert_int_equal(b->heap.nsegments, 0);
+    ebb_lock(&lead->heap.lock);
+    assert_true(ebb__heap_is_valid(&lead->heap));
+    /* All that is left in use: b's current slab, in the shared heap. */
+    assert_int_equal(lead->heap.active_pages, ebb__classes[c].slab_pages);
+    ebb_unlock(&lead->heap.lock);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_refill_and_cross_thread_flush),
@@ -191,6 +233,7 @@ int main(void) {
         cmocka_unit_test(test_release_checks_abort),
         cmocka_unit_test(test_owns),
         cmocka_unit_test(test_spare_segment_moves_between_arenas),
+        cmocka_unit_test(test_group_shares_pages),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -36,12 +36,15 @@ static int teardown(void **state) {
 
 static uint64_t decay_ns(void) { return ebb__opts.decay_ms * MS; }
 
-/* An arena no thread is attached to and no other test has used: what it
- * holds is what the test put there. */
+/* An arena no thread is attached to and no other test has used, the first
+ * of its group (so it keeps its own page heap): what it holds is what the
+ * test put there. */
 static ebb_arena_t *fresh_arena(void) {
     static unsigned next = EBB_MAX_ARENAS;
-    ebb_arena_t *a = ebb__arena_get(--next);
+    next -= EBB_HEAP_SHARE;
+    ebb_arena_t *a = ebb__arena_get(next);
     assert_non_null(a);
+    assert_ptr_equal(a->pages, a);
     return a;
 }
 
