@@ -445,15 +445,17 @@ size_t ebb__arena_purge(ebb_arena_t *a, const ebb_purge_policy_t *pol, uint64_t 
 }
 
 /* ---- fork -------------------------------------------------------------- */
-/* Every lock, in the global order, so no other thread holds one at fork. */
+/* Every lock, in the global order, so no other thread holds one at fork:
+ * all bins before any heap, since a bin of one arena takes the heap of
+ * another (its group's). */
 void ebb__arenas_prefork(void) {
     ebb_lock(&arenas_lock);
     ebb_arena_t *a;
-    for (unsigned i = 0; (a = ebb__arena_next(&i)) != NULL;) {
+    for (unsigned i = 0; (a = ebb__arena_next(&i)) != NULL;)
         for (unsigned c = 1; c <= EBB_NSMALL; c++)
             ebb_lock(&a->bins[c].lock);
+    for (unsigned i = 0; (a = ebb__arena_next(&i)) != NULL;)
         ebb_lock(&a->heap.lock);
-    }
 }
 
 void ebb__arenas_postfork_parent(void) {
