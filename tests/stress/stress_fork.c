@@ -103,11 +103,73 @@ static void fork_while_allocating(void **state)
     assert_int_equal(atomic_load(&tu_failures), 0);
 }
 
+/* ---- forks while slabs come and go in every arena --------------------- */
+/* Each thread fills and empties slabs of a few classes as fast as it can:
+ * a refill that needs a new slab takes its group's page heap while holding
+ * its arena's bin lock, so fork() must take every bin lock before any heap
+ * lock (a bin of arena 1 waits for arena 0's heap). Run under
+ * tcache:false too (ctest stress_fork_tcache_false), where every malloc and
+ * free goes to the bins. */
+enum { SLAB_THREADS = 4, SLAB_OBJS = 48, SLAB_FORKS = 300, STORM_TIMEOUT = 60 };
+static atomic_bool storm_stop;
+
+static void *slab_churn(void *arg)
+{
+    size_t size = 1024 + 512 * (*(size_t *)arg % 4); /* 1..2.5 KiB: 4-object slabs */
+    void *obj[SLAB_OBJS];
+    while (!atomic_load_explicit(&storm_stop, memory_order_relaxed)) {
+        for (size_t i = 0; i < SLAB_OBJS; i++) {
+            obj[i] = malloc(size);
+            if (obj[i] == NULL)
+                abort();
+            *(volatile char *)obj[i] = 1;
+        }
+        for (size_t i = 0; i < SLAB_OBJS; i++)
+            free(obj[i]);
+    }
+    return NULL;
+}
+
+static int quick_child(void *arg)
+{
+    (void)arg;
+    free(malloc(2048)); /* the locks are usable */
+    return 0;
+}
+
+/* In a child of its own, so that a deadlocked fork() ends in the timeout
+ * instead of hanging the test: threads churn slabs, the thread forks. */
+static int fork_storm(void *arg)
+{
+    (void)arg;
+    pthread_t t[SLAB_THREADS];
+    size_t ids[SLAB_THREADS];
+    for (size_t i = 0; i < SLAB_THREADS; i++) {
+        ids[i] = i;
+        if (pthread_create(&t[i], NULL, slab_churn, &ids[i]) != 0)
+            return 2;
+    }
+    int failed = 0;
+    for (int f = 0; f < SLAB_FORKS; f++)
+        failed += tu_run_in_child(quick_child, NULL, CHILD_TIMEOUT) != 0;
+    atomic_store(&storm_stop, true);
+    for (size_t i = 0; i < SLAB_THREADS; i++)
+        pthread_join(t[i], NULL);
+    return failed == 0 ? 0 : 1;
+}
+
+static void fork_while_slabs_churn(void **state)
+{
+    (void)state;
+    assert_int_equal(tu_run_in_child(fork_storm, NULL, STORM_TIMEOUT), 0);
+}
+
 int main(void)
 {
     tu_require_ebbmalloc();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(fork_while_allocating),
+        cmocka_unit_test(fork_while_slabs_churn),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
