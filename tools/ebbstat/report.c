@@ -92,14 +92,19 @@ void ebbstat_write_text(FILE *f, const ebbstat_view_t *v) {
 
     fprintf(f, "\n%-6s %8s %10s %10s %10s %10s %12s\n", "arena", "threads", "live MiB",
             "active MiB", "dirty MiB", "mapped MiB", "purged MiB");
+    unsigned listed = 0;
     for (uint32_t i = 0; i < h->narenas; i++) {
         const ebb_stats_counters_t *a = &v->page->arenas[i];
         if (arena_empty(a))
             continue;
+        listed++;
         fprintf(f, "%-6u %8" PRIu64 " %10.1f %10.1f %10.1f %10.1f %12.1f\n", i, a->threads,
                 mib(a->live_bytes), mib(a->active_bytes), mib(a->dirty_bytes),
                 mib(a->mapped_bytes), mib(a->purged_bytes));
     }
+    if (listed > 1)
+        fprintf(f, "(arenas share page heaps in groups: active, dirty and mapped pages, and large\n"
+                   " objects, are the group's, on its first arena)\n");
 
     top_t *top = calloc(h->nclasses, sizeof(*top));
     if (top != NULL) {
