@@ -1,6 +1,6 @@
 /*
  * Arenas: per size class a bin of slabs; slabs and large objects come from
- * the page heap the arena shares with its group (internal.h, EBB_HEAP_SHARE).
+ * the page heap the arena shares with its group (internal.h, arenas_per_heap).
  * Lock order: bin lock -> heap lock -> base lock; a thread holds at most one
  * bin lock.
  *
@@ -10,6 +10,7 @@
  * (refill) into thread caches and come back in batches (flush), each to the
  * slab -- and so the arena -- that owns it, whichever thread frees it.
  */
+#include "conf.h"
 #include "internal.h"
 
 ebb_arena_t *ebb__arenas[EBB_MAX_ARENAS];
@@ -39,7 +40,8 @@ ebb_arena_t *ebb__arena_get(unsigned i) {
         return a;
     ebb_lock(&arenas_lock);
     /* The group's first arena, which keeps the heap, exists before the others. */
-    ebb_arena_t *pages = arena_make(i - i % EBB_HEAP_SHARE, NULL);
+    unsigned group = ebb__opts.arenas_per_heap ? ebb__opts.arenas_per_heap : 1;
+    ebb_arena_t *pages = arena_make(i - i % group, NULL);
     a = pages ? arena_make(i, pages) : NULL;
     ebb_unlock(&arenas_lock);
     return a;

@@ -15,8 +15,8 @@
  *             EBB_NCLASSES-1 are large classes (whole spans); 0 = none.
  *   bin       the per-arena, per-class set of slabs (lock + non-full list).
  *   arena     bins, and a page heap (free spans, segments) shared by a group
- *             of EBB_HEAP_SHARE arenas; a capped number of them; each thread
- *             is attached to one.
+ *             of arenas (option arenas_per_heap); a capped number of them;
+ *             each thread is attached to one.
  *   tcache    a thread's cache: per class a singly linked free list threaded
  *             through the cached objects; the lock-free fast path.
  *   huge      an object larger than EBB_LARGE_MAX in a mapping of its own,
@@ -299,15 +299,13 @@ typedef struct ebb_bin_s {
 } EBB_ALIGNED(EBB_CACHELINE) ebb_bin_t;
 
 /*
- * Arenas share page heaps in groups of EBB_HEAP_SHARE (arenas 0..7 use
- * arena 0's, 8..15 arena 8's, ...): `pages` is the arena whose heap holds
+ * Arenas share page heaps in groups of arenas_per_heap (default 8: arenas
+ * 0..7 use arena 0's, 8..15 arena 8's, ...): `pages` is the arena whose heap holds
  * this one's slabs and large objects. Free pages then serve any arena of the
  * group at once instead of waiting for the decay in the arena that freed
  * them; bins (and their locks) stay per arena. A segment's `arena` is the
  * owner of its heap; a slab's span names the arena of its bin.
  */
-#define EBB_HEAP_SHARE 8
-
 struct ebb_arena_s {
     unsigned index;
     _Atomic unsigned nthreads;

@@ -4,7 +4,7 @@
  * servers' hand-offs, which sends every free to a remote thread's memory.
  *
  * Run by ctest with the default options and again with EBBMALLOC_CONF set
- * (narenas:1, narenas:4, tcache:false); EBB_TEST_OPTIONS="name=value,..."
+ * (narenas:1, narenas:4, tcache:false, arenas_per_heap:1); EBB_TEST_OPTIONS="name=value,..."
  * then lists what ebb_option() must report, so a configuration that was
  * not applied fails instead of testing the defaults again.
  */

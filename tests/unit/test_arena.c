@@ -162,8 +162,9 @@ static void test_spare_segment_moves_between_arenas(void **state) {
     (void)state;
     unit_init();
     /* The first arenas of two groups: each keeps its group's heap. */
-    ebb_arena_t *x = ebb__arena_get(EBB_MAX_ARENAS - 2 * EBB_HEAP_SHARE);
-    ebb_arena_t *y = ebb__arena_get(EBB_MAX_ARENAS - 3 * EBB_HEAP_SHARE);
+    unsigned group = ebb__opts.arenas_per_heap;
+    ebb_arena_t *x = ebb__arena_get(EBB_MAX_ARENAS - 2 * group);
+    ebb_arena_t *y = ebb__arena_get(EBB_MAX_ARENAS - 3 * group);
     assert_ptr_equal(x->pages, x);
     assert_ptr_equal(y->pages, y);
     void *p = ebb__arena_alloc_large(x, 100000, 0, false);
@@ -192,7 +193,8 @@ static void test_spare_segment_moves_between_arenas(void **state) {
 static void test_group_shares_pages(void **state) {
     (void)state;
     unit_init();
-    unsigned base = EBB_MAX_ARENAS - 4 * EBB_HEAP_SHARE;
+    assert_true(ebb__opts.arenas_per_heap >= 3); /* the default, 8 */
+    unsigned base = EBB_MAX_ARENAS - 4 * ebb__opts.arenas_per_heap;
     ebb_arena_t *lead = ebb__arena_get(base + 1)->pages;
     ebb_arena_t *a = ebb__arena_get(base + 1), *b = ebb__arena_get(base + 2);
     assert_ptr_equal(lead, ebb__arena_get(base));

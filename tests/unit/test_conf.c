@@ -42,6 +42,7 @@ static void test_bad_entries_warn_once_and_keep_default(void **state) {
     } cases[] = {
         {"narenas:banana", "narenas"},
         {"narenas:-1", "narenas"},
+        {"arenas_per_heap:0", "arenas_per_heap"},
         {"narenas:1025", "narenas"},
         {"narenas:99999999999999999999999", "narenas"},
         {"narenas:", "narenas"},

@@ -41,7 +41,7 @@ static uint64_t decay_ns(void) { return ebb__opts.decay_ms * MS; }
  * test put there. */
 static ebb_arena_t *fresh_arena(void) {
     static unsigned next = EBB_MAX_ARENAS;
-    next -= EBB_HEAP_SHARE;
+    next -= ebb__opts.arenas_per_heap;
     ebb_arena_t *a = ebb__arena_get(next);
     assert_non_null(a);
     assert_ptr_equal(a->pages, a);
