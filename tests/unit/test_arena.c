@@ -10,13 +10,6 @@
 
 #include "unit.h"
 
-static size_t arena_out(ebb_arena_t *a, unsigned c) {
-    ebb_lock(&a->bins[c].lock);
-    size_t n = a->bins[c].nout;
-    ebb_unlock(&a->bins[c].lock);
-    return n;
-}
-
 static void *free_list(void *head) {
     unsigned c = ebb_size_class(48);
     ebb__arena_flush(c, head);
@@ -28,11 +21,11 @@ static void test_refill_and_cross_thread_flush(void **state) {
     unit_init();
     ebb_arena_t *a = ebb__arena_get(0);
     unsigned c = ebb_size_class(48);
-    size_t before = arena_out(a, c);
+    size_t before = unit_bin_nout(a, c);
     void *head;
     unsigned got = ebb__arena_refill(a, c, &head, 300);
     assert_int_equal(got, 300);
-    assert_int_equal(arena_out(a, c), before + 300);
+    assert_int_equal(unit_bin_nout(a, c), before + 300);
     /* Distinct, class-aligned objects in address order within a slab. */
     unsigned n = 0;
     for (void *p = head; p; p = *(void **)p) {
@@ -45,7 +38,7 @@ static void test_refill_and_cross_thread_flush(void **state) {
     pthread_t t;
     pthread_create(&t, NULL, free_list, head);
     pthread_join(t, NULL);
-    assert_int_equal(arena_out(a, c), before);
+    assert_int_equal(unit_bin_nout(a, c), before);
 }
 
 static void test_objects_do_not_overlap(void **state) {
@@ -213,11 +206,11 @@ static void test_group_shares_pages(void **state) {
     void *head = NULL;
     assert_int_equal(ebb__arena_refill(b, c, &head, 10), 10);
     assert_ptr_equal(ebb_ptr_segment(head)->arena, lead);
-    assert_int_equal(arena_out(b, c), 10);
-    assert_int_equal(arena_out(a, c), 0);
-    assert_int_equal(arena_out(lead, c), 0);
+    assert_int_equal(unit_bin_nout(b, c), 10);
+    assert_int_equal(unit_bin_nout(a, c), 0);
+    assert_int_equal(unit_bin_nout(lead, c), 0);
     ebb__arena_flush(c, head);
-    assert_int_equal(arena_out(b, c), 0);
+    assert_int_equal(unit_bin_nout(b, c), 0);
     assert_int_equal(a->heap.nsegments, 0);
     assert_int_equal(b->heap.nsegments, 0);
     ebb_lock(&lead->heap.lock);

@@ -332,13 +332,6 @@ static void *idler_main(void *arg) {
     return NULL;
 }
 
-static size_t bin_nout(ebb_arena_t *a, unsigned c) {
-    ebb_lock(&a->bins[c].lock);
-    size_t n = a->bins[c].nout;
-    ebb_unlock(&a->bins[c].lock);
-    return n;
-}
-
 static void test_idle_tcache_drains(void **state) {
     (void)state;
     const uint64_t idle = decay_ns();
@@ -352,7 +345,7 @@ static void test_idle_tcache_drains(void **state) {
     ebb_tcache_t *tc = d.tc;
     ebb_arena_t *a = tc->arena;
     uint32_t cached = tc->bins[c].count, max = tc->bins[c].max;
-    size_t nout = bin_nout(a, c);
+    size_t nout = unit_bin_nout(a, c);
     assert_true(cached > 0 && max > 0);
 
     /* The first look notes when the thread went quiet (or keeps an
@@ -377,7 +370,7 @@ static void test_idle_tcache_drains(void **state) {
     for (unsigned k = 1; k <= EBB_NSMALL; k++)
         total += tc->bins[k].count;
     assert_int_equal(total, 1);
-    assert_int_equal(bin_nout(a, c), nout - cached);
+    assert_int_equal(unit_bin_nout(a, c), nout - cached);
     sem_post(&d.go);
     pthread_join(t, NULL);
     sem_destroy(&d.ready);

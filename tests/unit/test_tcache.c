@@ -81,24 +81,13 @@ static void test_first_free_is_not_cached(void **state) {
     void *p = ebb__arena_alloc_small(a, ebb_size_class(48));
     assert_non_null(p);
     unsigned c = ebb_size_class(48);
-    ebb_lock(&a->bins[c].lock);
-    size_t out_before = a->bins[c].nout;
-    ebb_unlock(&a->bins[c].lock);
+    size_t out_before = unit_bin_nout(a, c);
     handoff_t h = {p, 99};
     pthread_t t;
     pthread_create(&t, NULL, free_handed_object, &h);
     pthread_join(t, NULL);
     assert_int_equal(h.cached_after, 0);
-    ebb_lock(&a->bins[c].lock);
-    assert_int_equal(a->bins[c].nout, out_before - 1); /* back in its slab */
-    ebb_unlock(&a->bins[c].lock);
-}
-
-static size_t bin_nout(ebb_arena_t *a, unsigned c) {
-    ebb_lock(&a->bins[c].lock);
-    size_t n = a->bins[c].nout;
-    ebb_unlock(&a->bins[c].lock);
-    return n;
+    assert_int_equal(unit_bin_nout(a, c), out_before - 1); /* back in its slab */
 }
 
 enum { SLOW_SIZE = 64, SLOW_N = 400 };
@@ -124,10 +113,10 @@ static void *slow_start(void *arg) {
     CHECK(b->max == EBB_TBIN_START);
     CHECK(b->limit >= 64);
 
-    size_t before = bin_nout(a, c);
+    size_t before = unit_bin_nout(a, c);
     void *p[SLOW_N];
     p[0] = ebb_malloc(SLOW_SIZE);
-    CHECK(bin_nout(a, c) - before <= EBB_TBIN_START);
+    CHECK(unit_bin_nout(a, c) - before <= EBB_TBIN_START);
     uint32_t prev = b->max;
     for (int i = 1; i < SLOW_N; i++) {
         p[i] = ebb_malloc(SLOW_SIZE);
@@ -137,7 +126,7 @@ static void *slow_start(void *arg) {
     CHECK(b->max == b->limit);
     /* Objects taken from the arena: what is in use plus at most half a
      * bin at its limit. */
-    CHECK(bin_nout(a, c) - before <= SLOW_N + b->limit / 2);
+    CHECK(unit_bin_nout(a, c) - before <= SLOW_N + b->limit / 2);
     for (int i = 0; i < SLOW_N; i++)
         ebb_free(p[i]);
     CHECK(b->count <= b->max);
