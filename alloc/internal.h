@@ -354,6 +354,10 @@ typedef struct ebb_tbin_s {
 } ebb_tbin_t;
 _Static_assert(sizeof(ebb_tbin_t) == 32, "thread-cache bins are 32 bytes");
 #define EBB_TBIN_START 2 /* a bin's max when it starts, or restarts after a drain */
+/* A bin's max: the purger lowers it from another thread (idle drain). */
+EBB_INLINE uint32_t ebb_tbin_max(const ebb_tbin_t *b) {
+    return __atomic_load_n(&b->max, __ATOMIC_RELAXED);
+}
 
 enum { EBB_TC_UNINIT = 0, EBB_TC_ACTIVE = 1, EBB_TC_BUSY = 2, EBB_TC_DEAD = 3 };
 

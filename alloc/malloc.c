@@ -34,7 +34,7 @@ static void *small_alloc(unsigned c) {
     ebb_tcache_t *tc = ebb__tcache_get_slow();
     void *p;
     ebb__tcache_drain_if_asked(tc);
-    if (tc->state == EBB_TC_ACTIVE && tc->bins[c].max != 0) {
+    if (tc->state == EBB_TC_ACTIVE && ebb_tbin_max(&tc->bins[c]) != 0) {
         ebb_tbin_t *b = &tc->bins[c];
         p = b->head;
         if (p != NULL) {
@@ -110,9 +110,9 @@ static void free_slow_inner(void *p, ebb_segment_t *seg, unsigned c) {
     bool first_call = ebb__tls_tcache->state == EBB_TC_UNINIT;
     ebb_tcache_t *tc = ebb__tcache_get_slow();
     ebb__tcache_drain_if_asked(tc);
-    if (tc->state == EBB_TC_ACTIVE && tc->bins[c].max != 0 && !first_call) {
+    if (tc->state == EBB_TC_ACTIVE && ebb_tbin_max(&tc->bins[c]) != 0 && !first_call) {
         ebb_tbin_t *b = &tc->bins[c];
-        if (b->count < b->max) { /* the bound was lowered and restored */
+        if (b->count < ebb_tbin_max(b)) { /* the bound was lowered and restored */
             *(void **)p = b->head;
             b->head = p;
             b->count++;
@@ -149,7 +149,7 @@ EBB_EXPORT void ebb_free(void *p) {
     unsigned c = seg->page_class[ebb_ptr_page(seg, p)];
     ebb_tbin_t *b = &ebb__tls_tcache->bins[c];
     /* max is lowered by the purger to ask an idle cache to drain. */
-    if (ebb_likely(b->count < __atomic_load_n(&b->max, __ATOMIC_RELAXED))) {
+    if (ebb_likely(b->count < ebb_tbin_max(b))) {
         *(void **)p = b->head;
         b->head = p;
         b->count++;
