@@ -189,8 +189,9 @@ static void bin_flush(ebb_tbin_t *b, unsigned c, uint32_t keep) {
  * malloc and free): for statistics and the idle check, where a stale value
  * only skews a figure or delays a drain. Aligned 4- and 8-byte loads do not
  * tear on the supported targets; volatile makes it one load, and the
- * attribute tells ThreadSanitizer the race is meant. */
-#define EBB_NO_TSAN __attribute__((noinline, no_sanitize("thread")))
+ * attribute tells ThreadSanitizer the race is meant (it also keeps the
+ * function out of instrumented callers there; elsewhere it inlines). */
+#define EBB_NO_TSAN __attribute__((no_sanitize("thread")))
 static EBB_NO_TSAN uint32_t racy_u32(const volatile uint32_t *p) { return *p; }
 static EBB_NO_TSAN uint64_t racy_u64(const volatile uint64_t *p) { return *p; }
 
@@ -221,7 +222,8 @@ static void enforce_bound(ebb_tcache_t *tc) {
 void *ebb__tcache_refill_alloc(ebb_tcache_t *tc, unsigned c) {
     ebb_tbin_t *b = &tc->bins[c];
     bin_grow(b);
-    unsigned want = ebb_tbin_max(b) / 2 ? ebb_tbin_max(b) / 2 : 1;
+    uint32_t half = ebb_tbin_max(b) / 2; /* one read: the purger may lower it */
+    unsigned want = half ? half : 1;
     void *head;
     unsigned got = ebb__arena_refill(tc->arena, c, &head, want);
     if (got == 0)
