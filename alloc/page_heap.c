@@ -89,6 +89,12 @@ static ebb_span_t *find_fit(ebb_heap_t *h, size_t npages) {
     return NULL;
 }
 
+/* Count a spare segment in or out. pre: h->lock held; other heaps read
+ * nspare without it (steal_spare's first look), hence the atomic store. */
+static void spares_add(ebb_heap_t *h, int delta) {
+    __atomic_store_n(&h->nspare, h->nspare + (size_t)(ptrdiff_t)delta, __ATOMIC_RELAXED);
+}
+
 static void segment_link(ebb_heap_t *h, ebb_segment_t *seg) {
     seg->prev = NULL;
     seg->next = h->segments;
@@ -132,7 +138,7 @@ static ebb_segment_t *segment_new(ebb_heap_t *h, ebb_arena_t *a) {
     set_bounds(s);
     list_insert(h, s);
     seg->nfree_pages = SEG_USABLE;
-    h->nspare++;
+    spares_add(h, 1);
     return seg;
 }
 
@@ -191,7 +197,7 @@ static bool steal_spare(ebb_heap_t *h, ebb_arena_t *a) {
                 }
         if (whole != NULL) {
             list_remove(oh, whole);
-            oh->nspare--;
+            spares_add(oh, -1);
             segment_unlink(oh, whole->seg);
         }
         ebb_unlock(&oh->lock);
@@ -200,7 +206,7 @@ static bool steal_spare(ebb_heap_t *h, ebb_arena_t *a) {
         whole->seg->arena = a;
         segment_link(h, whole->seg);
         list_insert(h, whole);
-        h->nspare++;
+        spares_add(h, 1);
         return true;
     }
     return false;
@@ -220,7 +226,7 @@ ebb_span_t *ebb__heap_alloc(ebb_heap_t *h, ebb_arena_t *a, size_t npages, size_t
     }
     list_remove(h, s);
     if (s->npages == SEG_USABLE)
-        h->nspare--;
+        spares_add(h, -1);
     s->seg->nfree_pages -= s->npages;
     if (align_pages > 1) {
         uintptr_t addr = ebb_span_addr(s);
@@ -321,7 +327,7 @@ static void insert_coalesced(ebb_heap_t *h, ebb_span_t *s) {
     list_insert(h, s);
     if (s->npages == SEG_USABLE) {
         if (h->nspare < EBB_HEAP_SPARE_MAX || ebb__heap_retain)
-            h->nspare++;
+            spares_add(h, 1);
         else
             segment_release(h, s);
     }
@@ -432,7 +438,7 @@ size_t ebb__heap_purge(ebb_heap_t *h, const ebb_purge_policy_t *pol, uint64_t *n
                 }
                 list_remove(h, s);
                 if (s->npages == SEG_USABLE)
-                    h->nspare--;
+                    spares_add(h, -1);
                 s->kind = EBB_SPAN_PURGING;
                 /* Two stages when muzzy decay is on: MADV_FREE, then DONTNEED. */
                 lazy[n] = pol->muzzy_ns != 0 && !s->muzzy && !pol->force && !over_cap;
