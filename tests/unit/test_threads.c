@@ -1,5 +1,5 @@
 /* The internals under threads, through the ebb_* API: mixed sizes (slabs,
- * large, huge), objects handed between threads, realloc, purges and
+ * large, huge) and alignments, objects handed between threads, realloc, purges and
  * statistics taken while others allocate, caches drained while their thread
  * sleeps (decay_ms:1, set by CMake), threads ending with full caches.
  * It asserts that every object keeps its contents; its main use is under
@@ -64,11 +64,16 @@ static void *worker(void *arg) {
         uint64_t what = next_rand(&s) % 16;
         if (mine[k] == NULL) {
             len[k] = pick_size(&s);
-            mine[k] = what == 0 ? ebb_calloc(1, len[k]) : ebb_malloc(len[k]);
+            size_t align = (size_t)64 << (next_rand(&s) % 10); /* 64 B .. 32 KiB */
+            mine[k] = what == 0   ? ebb_calloc(1, len[k])
+                      : what == 1 ? ebb_aligned_alloc(align, len[k])
+                                  : ebb_malloc(len[k]);
             if (mine[k] == NULL) { /* no cmocka assert off the main thread */
                 atomic_store(&corrupt, 1);
                 break;
             }
+            if (what == 1 && (uintptr_t)mine[k] % align != 0)
+                atomic_store(&corrupt, 1);
             if (what == 0 && (mine[k][0] != 0 || mine[k][len[k] - 1] != 0))
                 atomic_store(&corrupt, 1);
             fill(mine[k], len[k], tag_of(len[k]));
