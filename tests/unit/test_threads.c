@@ -1,10 +1,10 @@
 /* The internals under threads, through the ebb_* API: mixed sizes (slabs,
- * large, huge) and alignments, objects handed between threads, realloc, purges and
- * statistics taken while others allocate, caches drained while their thread
- * sleeps (decay_ms:1, set by CMake), threads ending with full caches.
- * It asserts that every object keeps its contents; its main use is under
- * ThreadSanitizer (tools/test builds the unit tests with it), where any data
- * race among the allocator's own accesses fails the run. */
+ * large, huge) and alignments, objects handed between threads, realloc,
+ * purges and statistics taken while others allocate, caches drained while
+ * their thread sleeps (decay_ms:1, set by CMake), threads ending with full
+ * caches. It asserts that every object keeps its contents; its main use is
+ * under ThreadSanitizer (tools/test builds the unit tests with it), where
+ * any data race among the allocator's own accesses fails the run. */
 #include <pthread.h>
 #include <stdlib.h>
 
