@@ -35,6 +35,8 @@
  *          --rounds R --nap-ms N (a thread's wait between rounds) --keep PCT
  *          --idle S (seconds, >= 2) --idle-alloc 0|1
  *          --trace (print the RSS every SAMPLE_MS) --seed N
+ *          --sizes exact|pages (requests as drawn, or rounded up to whole
+ *          4 KiB pages, so that the allocator's own size rounding drops out)
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -59,7 +61,7 @@ typedef struct options_s {
     unsigned threads, phases, rounds, nap_ms;
     double budget_mib, keep_pct;
     unsigned idle_s;
-    bool trace, idle_alloc;
+    bool trace, idle_alloc, page_sizes;
     uint64_t seed;
 } options_t;
 
@@ -134,7 +136,9 @@ static size_t rand_size(uint64_t *s)
 {
     unsigned lo = 4, hi = 18; /* log2 of MIN_SIZE and MAX_SIZE */
     size_t base = (size_t)1 << (lo + rng_next(s) % (hi - lo));
-    return base + rng_next(s) % base;
+    size_t n = base + rng_next(s) % base;
+    /* --sizes pages: what the allocator's size rounding costs drops out */
+    return opt.page_sizes ? (n + 4095) & ~(size_t)4095 : n;
 }
 
 typedef struct object_s {
@@ -283,7 +287,8 @@ static void usage(const char *prog)
 {
     fprintf(stderr,
             "usage: %s [--threads T] [--phases P] [--budget-mib M] [--rounds R] [--nap-ms N]\n"
-            "          [--keep PCT] [--idle S] [--idle-alloc 0|1] [--seed N] [--trace]\n",
+            "          [--keep PCT] [--idle S] [--idle-alloc 0|1] [--seed N] [--trace]\n"
+            "          [--sizes exact|pages]\n",
             prog);
     exit(2);
 }
@@ -327,6 +332,8 @@ static void parse(int argc, char **argv)
             opt.idle_alloc = atoi(v) != 0;
         else if (strcmp(a, "--seed") == 0)
             opt.seed = strtoull(v, NULL, 0);
+        else if (strcmp(a, "--sizes") == 0 && (strcmp(v, "exact") == 0 || strcmp(v, "pages") == 0))
+            opt.page_sizes = strcmp(v, "pages") == 0;
         else
             usage(argv[0]);
     }

@@ -23,7 +23,8 @@
  * - held_peak is what the allocator, zlib and the JVM added at the peak.)
  *
  * Options: --threads T --phases P --rounds R --budget-mib M (in flight per
- *          phase) --keep PCT --idle S --seed N
+ *          phase) --keep PCT --idle S --seed N --sizes exact|pages (requests
+ *          as drawn, or rounded up to whole 4 KiB pages)
  * Run:     java -Xms64m -Xmx64m -XX:+AlwaysPreTouch -XX:MaxDirectMemorySize=1g RssChurn
  */
 
@@ -49,6 +50,7 @@ public final class RssChurn {
     private static int threads = 64, phases = 10, rounds = 8, idleS = 10;
     private static double budgetMib = 256, keepPct = 1.5;
     private static long seed = 42;
+    private static boolean pageSizes;
 
     private static final List<ByteBuffer> kept = new ArrayList<>();
     private static long keptBytes;
@@ -96,10 +98,13 @@ public final class RssChurn {
         return 0;
     }
 
-    /* As many 1-2 KiB requests as 128-256 KiB ones. */
+    /* As many 1-2 KiB requests as 128-256 KiB ones; with --sizes pages,
+     * rounded up to whole 4 KiB pages (what an allocator's size rounding
+     * costs is then nearly nothing: compare a run with and without). */
     private static int randSize(SplittableRandom r) {
         int base = 1 << (10 + r.nextInt(8));
-        return base + r.nextInt(base);
+        int n = base + r.nextInt(base);
+        return pageSizes ? (n + 4095) & ~4095 : n;
     }
 
     /* Compress and decompress a buffer of 4-64 KiB, half of it repeats. */
@@ -192,12 +197,18 @@ public final class RssChurn {
             case "--keep": keepPct = Double.parseDouble(v); break;
             case "--idle": idleS = Integer.parseInt(v); break;
             case "--seed": seed = Long.parseLong(v); break;
+            case "--sizes":
+                if (!v.equals("exact") && !v.equals("pages"))
+                    throw new IllegalArgumentException("--sizes: exact or pages, not " + v);
+                pageSizes = v.equals("pages");
+                break;
             default: throw new IllegalArgumentException("unknown option " + args[i]);
             }
         }
         if (args.length % 2 != 0 || threads < 1 || phases < 1 || rounds < 1 || budgetMib <= 0)
             throw new IllegalArgumentException("usage: RssChurn [--threads T] [--phases P] [--rounds R]"
-                                               + " [--budget-mib M] [--keep PCT] [--idle S] [--seed N]");
+                                               + " [--budget-mib M] [--keep PCT] [--idle S] [--seed N]"
+                                               + " [--sizes exact|pages]");
     }
 
     public static void main(String[] args) throws Exception {
