@@ -9,6 +9,8 @@
  * every call it checks what the C standard and glibc promise:
  *   - no NULL below 64 MiB, 16-byte alignment, the asked alignment;
  *   - usable size >= the request, ebb_owns() of every live object;
+ *   - all of the usable size may be written (each object is filled to
+ *     it, so a usable size reaching into another object is caught);
  *   - calloc's memory reads zero; realloc keeps the old contents;
  *   - a live object's bytes stay as written (each object holds a pattern
  *     of its own, checked before it is freed or reallocated and at the
@@ -31,7 +33,8 @@
 
 typedef struct {
     unsigned char *p;
-    size_t size;
+    size_t size;   /* asked for */
+    size_t usable; /* ebb_usable_size(): all of it may be written */
     unsigned char tag;
 } slot_t;
 
@@ -80,11 +83,11 @@ static unsigned char pattern(const slot_t *s, size_t i) {
         body;                                                                  \
     }
 
-static void fill(slot_t *s) { FOR_CHECKED(s->size, i, s->p[i] = pattern(s, i)); }
+static void fill(slot_t *s) { FOR_CHECKED(s->usable, i, s->p[i] = pattern(s, i)); }
 
 /* The pattern fill() wrote, in the first upto bytes (realloc keeps those). */
 static void verify(const slot_t *s, size_t upto) {
-    FOR_CHECKED(s->size, i, if (i < upto) check(s->p[i] == pattern(s, i)));
+    FOR_CHECKED(s->usable, i, if (i < upto) check(s->p[i] == pattern(s, i)));
 }
 
 static void verify_zero(const unsigned char *p, size_t n) { FOR_CHECKED(n, i, check(p[i] == 0)); }
@@ -97,6 +100,7 @@ static void took(slot_t *s, void *p, size_t size, size_t align, unsigned char ta
     check(ebb_usable_size(p) >= size);
     s->p = p;
     s->size = size;
+    s->usable = ebb_usable_size(p);
     s->tag = tag;
     live += size;
 }
@@ -104,7 +108,7 @@ static void took(slot_t *s, void *p, size_t size, size_t align, unsigned char ta
 static void release(slot_t *s) {
     if (s->p == NULL)
         return;
-    verify(s, s->size);
+    verify(s, s->usable);
     ebb_free(s->p);
     live -= s->size;
     s->p = NULL;
@@ -140,7 +144,7 @@ static void run(input_t *in) {
         case 4: { /* realloc, also from NULL */
             size_t keep = s->p ? (s->size < size ? s->size : size) : 0;
             if (s->p)
-                verify(s, s->size);
+                verify(s, s->usable);
             unsigned char *old = s->p;
             unsigned char *p = ebb_realloc(old, size);
             live -= old ? s->size : 0;
@@ -149,11 +153,11 @@ static void run(input_t *in) {
                 check(p == NULL);
                 break;
             }
-            size_t old_size = s->size;
+            size_t old_usable = s->usable;
             took(s, p, size, 1, s->tag);
-            s->size = old_size; /* the offsets fill() wrote */
+            s->usable = old_usable; /* the offsets fill() wrote */
             verify(s, keep);
-            s->size = size;
+            s->usable = ebb_usable_size(p);
             s->tag = tag; /* the new pattern over it all */
             fill(s);
             break;
@@ -188,7 +192,7 @@ static void run(input_t *in) {
             break;
         default: /* check a live object */
             if (s->p)
-                verify(s, s->size);
+                verify(s, s->usable);
             break;
         }
     }
