@@ -6,14 +6,16 @@
  *   freed ──decay_ms──> MADV_FREE ──muzzy_decay_ms──> MADV_DONTNEED
  *
  * What decays: free spans of the page heaps (a span remembers when it
- * became dirty; merging keeps the older time), the free pages inside slabs
- * (pages none of whose objects is in use, though the slab is), cached huge
- * mappings (unmapped), and idle thread caches (asked to drain). Beyond the
- * clock, a cap (the larger of dirty_max_kb and dirty_max_pct of an arena's
- * active pages) bounds what any arena keeps resident, and memory
- * pressure from the cgroup (background.c) purges everything at once.
- * The cap is generous by default (64 MiB or the arena's active size): a
- * tighter one makes busy programs purge memory they are about to reuse.
+ * became dirty; merged spans average their times, weighted by dirty
+ * pages), the free pages inside slabs (pages none of whose objects is in
+ * use, though the slab is), cached huge mappings (unmapped), and idle
+ * thread caches (asked to drain). Beyond the clock, a cap (the larger of
+ * dirty_max_kb and dirty_max_pct of the most pages a heap had active in
+ * the last one or two decay periods) bounds what any heap keeps resident,
+ * and memory pressure from the cgroup (background.c) purges everything at
+ * once. The cap is generous by default (64 MiB or the heap's recent active
+ * size): a tighter one makes busy programs purge memory they are about to
+ * reuse.
  *
  * Who runs it: the background thread (background.c), or -- without one --
  * allocation slow paths every DECAY_TICK_NS at most. Purging is in short
@@ -44,9 +46,25 @@ ebb_purge_policy_t ebb__decay_policy(uint64_t now, bool force) {
     return pol;
 }
 
-static size_t dirty_cap_pages(const ebb_heap_t *h) {
+/* The cap: the larger of dirty_max_kb and dirty_max_pct of the most pages
+ * the heap had active in this decay period and the one before (not of those
+ * active now): when a program frees a burst it is about to allocate again
+ * -- a phase of threads ends and the next begins -- the freed pages wait
+ * for the clock instead of being purged at once and faulted in again.
+ * pre: h->lock held. */
+static size_t dirty_cap_pages(ebb_heap_t *h, uint64_t now, uint64_t decay_ns) {
+    if (now < h->peak_since_ns || now - h->peak_since_ns >= decay_ns) {
+        h->active_peak_prev = h->active_peak_pages;
+        h->active_peak_pages = h->active_pages;
+        h->peak_since_ns = now;
+    }
+    size_t basis = h->active_pages;
+    if (h->active_peak_pages > basis)
+        basis = h->active_peak_pages;
+    if (h->active_peak_prev > basis)
+        basis = h->active_peak_prev;
     size_t fixed = (size_t)ebb__opts.dirty_max_kb >> (EBB_PAGE_SHIFT - 10);
-    size_t rel = h->active_pages * ebb__opts.dirty_max_pct / 100;
+    size_t rel = basis * ebb__opts.dirty_max_pct / 100;
     return fixed > rel ? fixed : rel;
 }
 
@@ -58,7 +76,7 @@ static uint64_t decay_round(uint64_t now, bool force, size_t *purged) {
     ebb_arena_t *a;
     for (unsigned i = 0; (a = ebb__arena_next(&i)) != NULL;) {
         ebb_lock(&a->heap.lock);
-        pol.keep_dirty_pages = dirty_cap_pages(&a->heap);
+        pol.keep_dirty_pages = dirty_cap_pages(&a->heap, now, pol.decay_ns);
         a->heap.dirty_cap_pages = pol.keep_dirty_pages;
         a->heap.kicked = false;
         ebb_unlock(&a->heap.lock);

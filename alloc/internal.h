@@ -256,6 +256,9 @@ typedef struct ebb_heap_s {
     size_t purged_bytes;        /* cumulative */
     size_t purge_calls;         /* cumulative */
     size_t dirty_cap_pages;     /* above this, wake the purger at once */
+    size_t active_peak_pages;   /* most active pages since peak_since_ns */
+    size_t active_peak_prev;    /* ... in the decay period before that */
+    uint64_t peak_since_ns;     /* decay.c starts a period each decay_ms */
     size_t meta_bytes;          /* span structs taken from base for this heap */
     bool kicked;                /* the purger was woken for the cap */
 } ebb_heap_t;

@@ -68,6 +68,13 @@ static unsigned next_nonempty(const ebb_heap_t *h, unsigned i) {
     return EBB_HEAP_NLISTS;
 }
 
+/* Pages become active: the dirty cap (decay.c) follows their recent peak. */
+static void active_add(ebb_heap_t *h, size_t npages) {
+    h->active_pages += npages;
+    if (h->active_pages > h->active_peak_pages)
+        h->active_peak_pages = h->active_pages;
+}
+
 static void set_bounds(ebb_span_t *s) {
     s->seg->spans[s->first] = s;
     s->seg->spans[s->first + s->npages - 1] = s;
@@ -261,7 +268,7 @@ ebb_span_t *ebb__heap_alloc(ebb_heap_t *h, ebb_arena_t *a, size_t npages, size_t
     }
     s->seg->nfree_pages += before - s->npages;
     s->zeroed = s->ndirty == 0;
-    h->active_pages += s->npages;
+    active_add(h, s->npages);
     return s;
 }
 
@@ -392,7 +399,7 @@ bool ebb__heap_grow(ebb_heap_t *h, ebb_span_t *s, size_t npages) {
         return false;
     }
     seg->nfree_pages -= n->npages; /* the remainder went back on a list */
-    h->active_pages += n->npages;
+    active_add(h, n->npages);
     for (uint32_t p = n->first; p < n->first + n->npages; p++)
         seg->spans[p] = s;
     s->npages += n->npages;
@@ -483,7 +490,10 @@ size_t ebb__heap_purge(ebb_heap_t *h, const ebb_purge_policy_t *pol, uint64_t *n
     return purged;
 }
 
-void ebb__heap_init(ebb_heap_t *h) { memset(h, 0, sizeof(*h)); }
+void ebb__heap_init(ebb_heap_t *h) {
+    memset(h, 0, sizeof(*h));
+    h->peak_since_ns = ebb__os_now_ns();
+}
 
 bool ebb__heap_is_valid(ebb_heap_t *h) {
     size_t free_pages = 0, dirty = 0;

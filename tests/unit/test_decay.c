@@ -1,5 +1,6 @@
 /* The decay (decay.c) with an injected clock: when a free span falls due,
- * the next-due time it reports, the dirty cap, forced purges, the two muzzy
+ * the next-due time it reports, the dirty cap (and the recent peak it
+ * follows), forced purges, the two muzzy
  * stages, free pages inside slabs, calloc on purged spans, the idle thread
  * cache drain, and the cgroup memory value parser. No test sleeps: the
  * times passed in are ebb__os_now_ns() (the clock the allocator stamps
@@ -167,6 +168,55 @@ static void test_dirty_cap_purges_at_once(void **state) {
     assert_true(a->heap.dirty_pages <= cap_pages);
     assert_true(a->heap.dirty_pages > cap_pages - (span >> EBB_PAGE_SHIFT));
     assert_true(purged >= (dirty - cap_pages) * EBB_PAGE);
+}
+
+/* The percentage part of the cap is of the most pages active in this decay
+ * period and the one before, not of those active now: a burst of frees that
+ * the program is about to allocate again is left to the clock. Only when two
+ * periods have passed with the pages out of use does the cap fall to what
+ * is active, and purge the rest at once. */
+static void test_dirty_cap_follows_recent_peak(void **state) {
+    (void)state;
+    enum { N = 16, KEEP = 2 };
+    const size_t span_bytes = (size_t)1 << 20, span_pages = span_bytes >> EBB_PAGE_SHIFT;
+    ebb__opts.decay_ms = 60000; /* nothing falls due by age in this test */
+    ebb__opts.dirty_max_kb = 0;
+    ebb__opts.dirty_max_pct = 100;
+    ebb_arena_t *a = fresh_arena();
+    void *p[N];
+    for (int i = 0; i < N; i++) {
+        p[i] = ebb__arena_alloc_large(a, span_bytes, 0, false);
+        assert_non_null(p[i]);
+        memset(p[i], 0xcd, span_bytes);
+    }
+    size_t peak = a->heap.active_pages;
+    assert_true(peak >= N * span_pages);
+    for (int i = KEEP; i < N; i++)
+        ebb__arena_free_large(ebb_ptr_segment(p[i]), p[i]);
+    uint64_t t = ebb__os_now_ns();
+    /* (Segments left wholly free may be unmapped: not all of them stay.) */
+    size_t dirty = a->heap.dirty_pages, active = a->heap.active_pages;
+    assert_true(dirty > active + 4 * span_pages);
+
+    /* Within the period of the peak, and in the next: the cap is the peak. */
+    size_t purged = 0;
+    ebb__decay_run(t + MS, false, &purged);
+    assert_int_equal(purged, 0);
+    assert_int_equal(a->heap.dirty_cap_pages, peak);
+    a->heap.peak_since_ns -= decay_ns() + MS; /* a period later */
+    ebb__decay_run(t + 2 * MS, false, &purged);
+    assert_int_equal(purged, 0);
+    assert_int_equal(a->heap.dirty_cap_pages, peak);
+    assert_int_equal(a->heap.dirty_pages, dirty);
+
+    /* Two periods without the pages in use: the cap is what is active. */
+    a->heap.peak_since_ns -= decay_ns() + MS;
+    ebb__decay_run(t + 3 * MS, false, &purged);
+    assert_int_equal(a->heap.dirty_cap_pages, active);
+    assert_true(a->heap.dirty_pages <= active);
+    assert_true(purged >= (dirty - active) * EBB_PAGE);
+    for (int i = 0; i < KEEP; i++)
+        ebb__arena_free_large(ebb_ptr_segment(p[i]), p[i]);
 }
 
 static void test_force_purges_everything(void **state) {
@@ -406,6 +456,7 @@ int main(void) {
         T(test_span_due_after_decay),
         T(test_decay_run_returns_next_due),
         T(test_dirty_cap_purges_at_once),
+        T(test_dirty_cap_follows_recent_peak),
         T(test_force_purges_everything),
         T(test_muzzy_two_stages),
         T(test_free_pages_inside_slab),
