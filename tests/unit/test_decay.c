@@ -132,16 +132,21 @@ static void test_decay_run_returns_next_due(void **state) {
     assert_int_equal(resident_pages(f.p, f.npages), 0);
 }
 
-/* Half of 16 large objects of span_bytes freed, every other one, so no
- * two freed spans merge. Returns when the frees began. */
-static uint64_t free_every_other(ebb_arena_t *a, size_t span_bytes) {
-    enum { N = 16 };
-    char *p[N];
-    for (int i = 0; i < N; i++) {
+/* n large objects of span_bytes from arena a, every page written. */
+static void alloc_touched(ebb_arena_t *a, void **p, int n, size_t span_bytes) {
+    for (int i = 0; i < n; i++) {
         p[i] = ebb__arena_alloc_large(a, span_bytes, 0, false);
         assert_non_null(p[i]);
         memset(p[i], 0xcd, span_bytes);
     }
+}
+
+/* Half of 16 large objects of span_bytes freed, every other one, so no
+ * two freed spans merge. Returns when the frees began. */
+static uint64_t free_every_other(ebb_arena_t *a, size_t span_bytes) {
+    enum { N = 16 };
+    void *p[N];
+    alloc_touched(a, p, N, span_bytes);
     uint64_t t = ebb__os_now_ns();
     for (int i = 0; i < N; i += 2)
         ebb__arena_free_large(ebb_ptr_segment(p[i]), p[i]);
@@ -184,11 +189,7 @@ static void test_dirty_cap_follows_recent_peak(void **state) {
     ebb__opts.dirty_max_pct = 100;
     ebb_arena_t *a = fresh_arena();
     void *p[N];
-    for (int i = 0; i < N; i++) {
-        p[i] = ebb__arena_alloc_large(a, span_bytes, 0, false);
-        assert_non_null(p[i]);
-        memset(p[i], 0xcd, span_bytes);
-    }
+    alloc_touched(a, p, N, span_bytes);
     size_t peak = a->heap.active_pages;
     assert_true(peak >= N * span_pages);
     for (int i = KEEP; i < N; i++)
