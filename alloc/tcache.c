@@ -15,7 +15,9 @@
  * thread's budget -- tcmalloc's slow start: the hundreds of JVM threads
  * that make a few allocations of a class pull a few objects, not half a
  * bin each. A per-thread byte bound (tcache_max_kb) is enforced on those
- * slow paths. On thread exit (a pthread key destructor) everything goes
+ * slow paths, every so many of them (summing the bins costs as much as a
+ * flush: checked on every overflow, it took 7% of the C RSS benchmark's
+ * instructions). On thread exit (a pthread key destructor) everything goes
  * back to the arenas.
  *
  * Idle caches: the purger (decay.c) notices a thread that has made no
@@ -247,7 +249,9 @@ void ebb__tcache_overflow_free(ebb_tcache_t *tc, unsigned c, void *p) {
     *(void **)p = b->head;
     b->head = p;
     b->count++;
-    enforce_bound(tc);
+    if (++tc->ticks % 8 == 0 ||
+        tc->epoch != atomic_load_explicit(&tc_epoch, memory_order_relaxed))
+        enforce_bound(tc);
 }
 
 void ebb__tcache_flush_all(ebb_tcache_t *tc) {
