@@ -31,6 +31,10 @@ __attribute__((constructor)) static void background_ctor(void) {
     atomic_store_explicit(&ctor_done, true, memory_order_release);
 }
 
+static __thread bool bg_self;
+
+bool ebb__background_is_self(void) { return bg_self; }
+
 bool ebb__background_running(void) {
     return atomic_load_explicit(&bg_state, memory_order_relaxed) == BG_RUNNING;
 }
@@ -55,6 +59,7 @@ static bool under_pressure(void) {
 
 static void *bg_main(void *arg) {
     (void)arg;
+    bg_self = true;
     uint64_t last_pressure = 0;
     for (;;) {
         uint32_t seen = atomic_load_explicit(&bg_wake, memory_order_acquire);

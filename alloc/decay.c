@@ -73,6 +73,10 @@ static uint64_t decay_round(uint64_t now, bool force, size_t *purged) {
     uint64_t next = UINT64_MAX;
     size_t bytes = 0;
     ebb_purge_policy_t pol = ebb__decay_policy(now, force);
+    if (force)
+        ebb__cpucache_flush_all(ebb__background_is_self());
+    else
+        ebb__cpucache_idle_scan(now, pol.decay_ns, ebb__background_is_self());
     ebb_arena_t *a;
     for (unsigned i = 0; (a = ebb__arena_next(&i)) != NULL;) {
         ebb_lock(&a->heap.lock);

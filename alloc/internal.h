@@ -408,6 +408,30 @@ void ebb__tcache_prefork(void);
 void ebb__tcache_postfork_parent(void);
 void ebb__tcache_postfork_child(void);
 
+/* ---- CPU caches (cpucache.c) ----------------------------------------- */
+#define EBB_MAX_CPU_CACHES 4096
+/* Classes >= this are cached per CPU, not per thread (EBB_NSMALL + 1: none). */
+extern unsigned ebb__cpucache_first;
+void ebb__cpucache_init(void);          /* after the options; may leave them off */
+/* The running CPU's most recently cached object of class c; NULL: none
+ * cached (refill); (void *)1: the CPU has no cache (use the arena). */
+void *ebb__cpucache_pop(unsigned c);
+/* Cache p on the running CPU: 1 done; 0 no room (overflow); -1 no cache. */
+long ebb__cpucache_push(unsigned c, void *p);
+void *ebb__cpucache_refill(ebb_arena_t *a, unsigned c); /* one object; NULL: OOM */
+void ebb__cpucache_overflow(unsigned c, void *p); /* half the room back to the slabs, p in */
+/* Empty every CPU's cache, moving the caller from CPU to CPU (may_move:
+ * the background thread only), or only the cache of the caller's CPU. */
+void ebb__cpucache_flush_all(bool may_move);
+/* Empty the caches unused for idle_ns / 8 (only with may_move). */
+void ebb__cpucache_idle_scan(uint64_t now, uint64_t idle_ns, bool may_move);
+/* Bytes of free objects held; adds each class's objects to counts[c]
+ * unless counts is NULL (racy reads: a statistic). */
+size_t ebb__cpucache_cached(uint64_t counts[]);
+/* Set what all CPUs' caches together may hold (the scan drains the
+ * fullest above it); returns the previous cap. For tests. */
+size_t ebb__cpucache_set_cap(size_t bytes);
+
 /* ---- huge objects (huge.c) ------------------------------------------ */
 void *ebb__huge_alloc(size_t size, size_t align, bool zero);
 void ebb__huge_free(ebb_segment_t *seg);
@@ -462,6 +486,7 @@ void ebb__decay_on_tick(void);
 /* Start the background thread if it is wanted and safe now. pre: no lock held. */
 void ebb__background_maybe_start(void);
 bool ebb__background_running(void);
+bool ebb__background_is_self(void); /* the calling thread is the background thread */
 void ebb__background_kick(void);
 void ebb__background_postfork_child(void);
 /* Hook of the statistics page, when linked in. */

@@ -34,7 +34,16 @@ static void *small_alloc(unsigned c) {
     ebb_tcache_t *tc = ebb__tcache_get_slow();
     void *p;
     ebb__tcache_drain_if_asked(tc);
-    if (tc->state == EBB_TC_ACTIVE && ebb_tbin_max(&tc->bins[c]) != 0) {
+    if (c >= ebb__cpucache_first && tc->state == EBB_TC_ACTIVE) {
+        p = ebb__cpucache_pop(c);
+        if (p == NULL) {
+            p = ebb__cpucache_refill(arena_of(tc), c);
+        } else if (p == (void *)1) { /* a CPU without a cache */
+            ebb_arena_t *a = arena_of(tc);
+            p = a ? ebb__arena_alloc_small(a, c) : NULL;
+        }
+        tc->bins[c].nmalloc++;
+    } else if (tc->state == EBB_TC_ACTIVE && ebb_tbin_max(&tc->bins[c]) != 0) {
         ebb_tbin_t *b = &tc->bins[c];
         p = b->head;
         if (p != NULL) {
@@ -69,6 +78,20 @@ static void *large_or_huge_alloc(size_t size, size_t align, bool zero) {
 }
 
 static EBB_NOINLINE void *malloc_slow(size_t size, bool zero) {
+    /* Classes cached per CPU: a hit costs one restartable sequence. */
+    ebb_tcache_t *tc = ebb__tls_tcache;
+    if (size <= EBB_SMALL_MAX && tc->state == EBB_TC_ACTIVE) {
+        unsigned c = ebb_size_class(size);
+        if (c >= ebb__cpucache_first) {
+            void *p = ebb__cpucache_pop(c);
+            if (ebb_likely((uintptr_t)p > 1)) {
+                tc->bins[c].nmalloc++;
+                if (zero)
+                    memset(p, 0, size);
+                return p;
+            }
+        }
+    }
     if (!ebb_init())
         return oom();
     void *p;
@@ -86,6 +109,9 @@ static EBB_NOINLINE void *malloc_slow(size_t size, bool zero) {
 static void free_slow_inner(void *p, ebb_segment_t *seg, unsigned c);
 
 static EBB_NOINLINE void free_slow(void *p, ebb_segment_t *seg, unsigned c) {
+    if (c >= ebb__cpucache_first && c <= EBB_NSMALL && ebb__tls_tcache->state == EBB_TC_ACTIVE &&
+        ebb_likely(ebb__cpucache_push(c, p) == 1))
+        return;
     free_slow_inner(p, seg, c);
     slow_tick(ebb__tls_tcache);
 }
@@ -110,6 +136,14 @@ static void free_slow_inner(void *p, ebb_segment_t *seg, unsigned c) {
     bool first_call = ebb__tls_tcache->state == EBB_TC_UNINIT;
     ebb_tcache_t *tc = ebb__tcache_get_slow();
     ebb__tcache_drain_if_asked(tc);
+    if (c >= ebb__cpucache_first && tc->state == EBB_TC_ACTIVE && !first_call) {
+        long r = ebb__cpucache_push(c, p);
+        if (r == 0)
+            ebb__cpucache_overflow(c, p);
+        else if (r < 0) /* a CPU without a cache */
+            ebb__arena_free_small(p);
+        return;
+    }
     if (tc->state == EBB_TC_ACTIVE && ebb_tbin_max(&tc->bins[c]) != 0 && !first_call) {
         ebb_tbin_t *b = &tc->bins[c];
         if (b->count < ebb_tbin_max(b)) { /* the bound was lowered and restored */

@@ -285,6 +285,84 @@ unsigned ebb__os_ncpus(void) {
     return n ? n : 1;
 }
 
+/* The number of CPU ids the kernel may ever report: "0-N" or a list such
+ * as "0-3,8-11" in /sys/devices/system/cpu/possible gives the highest id
+ * + 1. 0 when unreadable. */
+unsigned ebb__os_cpu_ids(void) {
+    int saved = errno;
+    char buf[256];
+    long long v, max = -1;
+    unsigned n = 0;
+    if (read_small("/sys/devices/system/cpu/possible", buf, sizeof(buf)) > 0) {
+        for (const char *s = buf; (s = parse_ll(s, &v)) != NULL;) {
+            if (v > max)
+                max = v;
+            if (*s != '-' && *s != ',')
+                break;
+            s++;
+        }
+        if (max >= 0 && max < (long long)UINT32_MAX)
+            n = (unsigned)max + 1;
+    }
+    errno = saved;
+    return n;
+}
+
+/* The calling thread's affinity mask, read or set (up to 4096 CPUs). */
+bool ebb__os_affinity_get(ebb_cpumask_t *m) {
+    int saved = errno;
+    memset(m, 0, sizeof(*m));
+    bool ok = sched_getaffinity(0, sizeof(m->bits), (cpu_set_t *)(void *)m->bits) == 0;
+    errno = saved;
+    return ok;
+}
+
+bool ebb__os_affinity_set(const ebb_cpumask_t *m) {
+    int saved = errno;
+    bool ok = sched_setaffinity(0, sizeof(m->bits), (const cpu_set_t *)(const void *)m->bits) == 0;
+    errno = saved;
+    return ok;
+}
+
+/* The CPU this thread runs on, a hint that may be stale by the time it is
+ * used: the kernel's copy in the thread's rseq area, which glibc 2.35+
+ * registers for every thread (one load); else getcpu (vDSO); else 0. */
+extern const ptrdiff_t __rseq_offset __attribute__((weak));
+extern const unsigned int __rseq_size __attribute__((weak));
+
+static inline void *thread_pointer(void) {
+#if defined(__x86_64__)
+    void *tp;
+    __asm__("mov %%fs:0, %0" : "=r"(tp));
+    return tp;
+#else
+    return __builtin_thread_pointer();
+#endif
+}
+
+void *ebb__os_rseq_area(int64_t *offset) {
+    if (&__rseq_size == NULL || __rseq_size < 16)
+        return NULL; /* cpu_id and rseq_cs are the fields used */
+    *offset = __rseq_offset;
+    return (char *)thread_pointer() + __rseq_offset;
+}
+
+unsigned ebb__os_cpu_now(void) {
+    if (&__rseq_size != NULL && __rseq_size >= 8) {
+        /* struct rseq: u32 cpu_id_start, u32 cpu_id; cpu_id is (u32)-1 or
+         * -2 while unregistered. */
+        const volatile uint32_t *cpu_id =
+            (const volatile uint32_t *)((char *)thread_pointer() + __rseq_offset + 4);
+        uint32_t id = *cpu_id;
+        if (id < UINT32_MAX - 1)
+            return id;
+    }
+    int saved = errno;
+    int id = sched_getcpu();
+    errno = saved;
+    return id >= 0 ? (unsigned)id : 0;
+}
+
 /* ---- environment and messages ------------------------------------------ */
 const char *ebb__os_getenv(const char *name) {
     size_t len = strlen(name);

@@ -59,6 +59,15 @@ void ebb__os_name(void *addr, size_t len, const char *name);
  * by a cgroup CPU quota (v2 cpu.max, or v1 cpu.cfs_quota_us/period), rounded
  * up; at least 1. */
 unsigned ebb__os_ncpus(void);
+unsigned ebb__os_cpu_ids(void); /* highest possible CPU id + 1; 0: unknown */
+unsigned ebb__os_cpu_now(void); /* this thread's CPU now (a hint) */
+typedef struct ebb_cpumask_s {
+    uint64_t bits[64]; /* CPUs 0..4095 */
+} ebb_cpumask_t;
+bool ebb__os_affinity_get(ebb_cpumask_t *m); /* the calling thread's */
+bool ebb__os_affinity_set(const ebb_cpumask_t *m);
+/* The thread's rseq area (struct rseq, registered by glibc 2.35+), or NULL. */
+void *ebb__os_rseq_area(int64_t *offset);
 
 /* Read the cgroup quota alone: returns 0 when there is none, else the
  * number of CPUs the quota allows, rounded up. For tests. */

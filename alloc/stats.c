@@ -41,7 +41,7 @@ EBB_EXPORT void ebb_summary(ebb_summary_t *out) {
         purged += f.purged_bytes + atomic_load_explicit(&a->slab_purged_bytes, memory_order_relaxed);
         out->narenas++;
     }
-    size_t cached = ebb__tcache_cached_bytes();
+    size_t cached = ebb__tcache_cached_bytes() + ebb__cpucache_cached(NULL);
     size_t huge = atomic_load_explicit(&ebb__huge_bytes, memory_order_relaxed);
     out->allocated = (out_bytes > cached ? out_bytes - cached : 0) + large + huge;
     out->active = (active_pages << EBB_PAGE_SHIFT) + huge;
@@ -126,7 +126,8 @@ void ebb__stats_collect(ebb_stats_counters_t *total, ebb_stats_counters_t *arena
         total->large_nmalloc += s->large_nmalloc;
         total->large_nfree += s->large_nfree;
     }
-    /* Thread caches by the arena their thread is attached to. */
+    /* Thread caches by the arena their thread is attached to; CPU caches
+     * in the total only. */
     uint64_t by_arena[EBB_MAX_ARENAS] = {0};
     unsigned nar = narenas < EBB_MAX_ARENAS ? narenas : EBB_MAX_ARENAS;
     ebb__tcache_cached_bytes_by_arena(by_arena, nar);
@@ -134,9 +135,10 @@ void ebb__stats_collect(ebb_stats_counters_t *total, ebb_stats_counters_t *arena
         arenas[i].tcache_bytes = by_arena[i];
         total->tcache_bytes += by_arena[i];
     }
-    /* A class's live objects: out of slabs and not in a thread cache. */
+    /* A class's live objects: out of slabs and in no thread or CPU cache. */
     uint64_t cached[EBB_NCLASSES] = {0};
     ebb__tcache_cached_counts(cached);
+    total->tcache_bytes += ebb__cpucache_cached(cached);
     for (unsigned i = 0; i < nclasses && i < EBB_NSMALL; i++) {
         ebb_stats_class_t *k = &classes[i];
         k->size = ebb_class_size(i + 1);

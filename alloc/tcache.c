@@ -73,7 +73,7 @@ static size_t thread_budget(void) {
  * bin, scaled by tcache_scale. */
 #define BIN_SHARES 16
 static uint32_t bin_max(unsigned c, size_t budget) {
-    if (!ebb__opts.tcache || !ebb_class_is_small(c))
+    if (!ebb__opts.tcache || !ebb_class_is_small(c) || c >= ebb__cpucache_first)
         return 0;
     size_t share = budget / BIN_SHARES;
     size_t n = share / ebb_class_size(c);

@@ -138,7 +138,7 @@ static int cmd_report(const char *dir, int pid, int fmt, double watch) {
     }
     if (fmt == OUT_TEXT)
         printf("%-8s %10s %10s %10s %10s %12s %12s\n", "time s", "RSS MiB", "live MiB",
-               "dirty MiB", "tcache MiB", "allocs/s", "purged MiB/s");
+               "dirty MiB", "caches MiB", "allocs/s", "purged MiB/s");
     uint64_t t0 = v.now_ns;
     for (;;) {
         if (fmt != OUT_TEXT) {

@@ -68,7 +68,7 @@ void ebbstat_write_text(FILE *f, const ebbstat_view_t *v) {
     }
     line(f, "held by ebbmalloc", r.held, r.rss, "active + dirty + metadata");
     line(f, "  live (allocated, not freed)", r.live, r.rss, "");
-    line(f, "  thread caches", r.tcache, r.rss, "freed, kept for reuse by their thread");
+    line(f, "  thread and CPU caches", r.tcache, r.rss, "freed, kept for reuse by a thread or CPU");
     line(f, "  fragmentation", r.frag, r.rss, "free space in active pages");
     line(f, "  dirty, awaiting decay", r.dirty, r.rss, "ebbstat purge PID returns it now");
     line(f, "  metadata", r.metadata, r.rss, "");

@@ -1,0 +1,484 @@
+/*
+ * CPU caches: free objects of the bigger slab classes (above
+ * cpu_cache_min_size, default 1 KiB) kept per CPU instead of per thread.
+ *
+ *   thread --rseq area (cpu_id)--> region[cpu]
+ *                                   cur[c]   begin[c]   end[c]      (uint16 each)
+ *                                   slots[begin[c] .. cur[c])  = cached objects of c
+ *                                   slots[cur[c] .. end[c])    = room
+ *          refill / flush in batches of half a class's room <--> arena bins (slabs)
+ *
+ * Why: a JVM runs hundreds of threads on a few CPUs. Per-thread caches of
+ * 1-32 KiB objects hold memory in every thread that ran recently -- most
+ * of them asleep -- and for these sizes that is what the caches cost: in
+ * the Java RSS benchmark (64 threads on 2 CPUs) thread caches of objects
+ * over 1 KiB were 6-12 MiB of the peak. A cache per CPU holds at most about
+ * cpu_cache_kb per CPU, whatever the number of threads. Objects of 1 KiB
+ * or less stay in the thread caches: a class's cached objects are few
+ * bytes there, and the fast path is a few instructions.
+ *
+ * No lock: a pop or push is a restartable sequence (rseq, as tcmalloc's
+ * per-CPU caches). The kernel keeps the running CPU's number in the
+ * thread's rseq area, which glibc 2.35+ registers for every thread; a
+ * sequence reads it, works on that CPU's region, and ends with one store
+ * that commits (the new cur[c]). If the thread is preempted, migrated or
+ * signalled before that store, the kernel moves it to the abort handler,
+ * which starts again: no other thread can have run on that CPU in the
+ * middle of a sequence, so plain loads and stores suffice. A lock (two
+ * atomic read-modify-writes a call) made objects over 1 KiB 2-4x slower
+ * in ebb_bench here.
+ *
+ * The sequences are x86-64 assembly (below); elsewhere, without glibc's
+ * rseq area, or in ThreadSanitizer builds (which cannot see the
+ * sequences' stores) there are no CPU caches and those classes go through
+ * the thread caches as before.
+ *
+ * A region is written only by sequences running on its CPU. So an idle
+ * region is drained by the background thread moving itself to that CPU
+ * (sched_setaffinity) and popping it like any thread there; the purger's
+ * scan calls that when a region's cur[] did not change for decay_ms / 8.
+ * A thread that is not the background thread (malloc_trim, purging on
+ * allocation ticks) drains only the region of the CPU it runs on. After
+ * fork the regions are consistent (a sequence interrupted by the fork
+ * never committed), so the child keeps them.
+ */
+#include "conf.h"
+#include "internal.h"
+
+#define REGION_CUR 0     /* uint16_t cur[64] */
+#define REGION_BEGIN 128 /* uint16_t begin[64] */
+#define REGION_END 256   /* uint16_t end[64] */
+#define REGION_SLOTS 512 /* void *slots[] */
+
+typedef struct ebb_region_s {
+    uint16_t cur[64], begin[64], end[64];
+    uint64_t seen_sum;      /* background thread's view: sum of cur at its last look */
+    uint64_t idle_since_ns; /* ... and since when it has not changed */
+    char pad[REGION_SLOTS - 3 * 128 - 16];
+    void *slots[];
+} ebb_region_t;
+_Static_assert(__builtin_offsetof(ebb_region_t, begin) == REGION_BEGIN, "region layout");
+_Static_assert(__builtin_offsetof(ebb_region_t, end) == REGION_END, "region layout");
+_Static_assert(__builtin_offsetof(ebb_region_t, slots) == REGION_SLOTS, "region layout");
+_Static_assert(EBB_NSMALL < 64, "a region's arrays cover every slab class");
+
+/* What the sequences need, in the order the assembly reads it. */
+typedef struct ebb_pcpu_s {
+    char *base;        /* region 0 */
+    uint64_t stride;   /* bytes from one region to the next */
+    uint64_t nregions; /* CPU ids at or above this: no cache (the sequences say so) */
+    int64_t rseq_off;  /* glibc's __rseq_offset: the rseq area from the thread pointer */
+    size_t cap_bytes;  /* what all regions together may hold: full ones on the usable CPUs */
+} ebb_pcpu_t;
+
+static ebb_pcpu_t pcpu;
+/* The first class cached per CPU; EBB_NSMALL + 1: none (CPU caches off). */
+unsigned ebb__cpucache_first = EBB_NSMALL + 1;
+
+#if defined(__SANITIZE_THREAD__)
+#define EBB_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define EBB_TSAN 1
+#endif
+#endif
+
+#if defined(__x86_64__) && defined(__linux__) && !defined(EBB_TSAN)
+#define EBB_HAVE_RSEQ 1
+/*
+ * The sequences. Each finds the thread's rseq area (struct rseq: +4
+ * cpu_id, +8 rseq_cs) at the thread pointer + pc->rseq_off, stores its
+ * descriptor (struct rseq_cs: version, flags, start_ip,
+ * post_commit_offset, abort_ip) in rseq_cs, and runs from `start` to the
+ * committing store; the abort handler after it is preceded by glibc's
+ * signature, 0x53053053, and starts again.
+ *
+ * void *ebb__rseq_pop1(const ebb_pcpu_t *pc, size_t c)
+ *   the most recently cached object of class c; NULL: none cached;
+ *   (void *)1: the CPU has no region.
+ * long ebb__rseq_push1(const ebb_pcpu_t *pc, size_t c, void *p)
+ *   1: cached; 0: no room; -1: the CPU has no region.
+ * long ebb__rseq_pop(const ebb_pcpu_t *pc, size_t c, void **buf, size_t n)
+ *   moves up to n objects to buf[0..k); returns k, or -1 (no region).
+ * long ebb__rseq_push(const ebb_pcpu_t *pc, size_t c, void *const *buf, size_t n)
+ *   moves buf[0..k) in, k <= n as room allows; returns k, or -1.
+ */
+#define EBB_RSEQ_ENTER(name, prologue)                                              \
+    ".p2align 4\n"                                                                  \
+    ".globl " #name "\n"                                                            \
+    ".hidden " #name "\n"                                                           \
+    ".type " #name ", @function\n" #name ":\n" prologue                             \
+    "    mov %fs:0, %r11\n"                                                         \
+    "    add 24(%rdi), %r11\n" /* r11 = this thread's struct rseq */                \
+    "1:  lea .L" #name "_cs(%rip), %rax\n"                                          \
+    "    mov %rax, 8(%r11)\n" /* rseq_cs = &descriptor */                           \
+    ".L" #name "_start:\n"                                                          \
+    "    mov 4(%r11), %eax\n" /* cpu_id */                                          \
+    "    cmp 16(%rdi), %rax\n"                                                      \
+    "    jae .L" #name "_none\n"                                                    \
+    "    imul 8(%rdi), %rax\n"                                                      \
+    "    add (%rdi), %rax\n" /* rax = the CPU's region */
+#define EBB_RSEQ_ABORT(name)                                                        \
+    "    .long 0x53053053\n"                                                        \
+    ".L" #name "_abort:\n"                                                          \
+    "    jmp 1b\n"                                                                  \
+    ".size " #name ", .-" #name "\n"                                                \
+    ".pushsection .data.rel.ro.ebb_rseq, \"aw\"\n"                                  \
+    ".balign 32\n"                                                                  \
+    ".L" #name "_cs:\n"                                                             \
+    "    .long 0, 0\n"                                                              \
+    "    .quad .L" #name "_start, .L" #name "_end - .L" #name "_start, .L" #name   \
+    "_abort\n"                                                                      \
+    ".popsection\n"
+
+__asm__(".text\n"
+        EBB_RSEQ_ENTER(ebb__rseq_pop1, "")
+        "    movzwl (%rax,%rsi,2), %ecx\n"      /* cur */
+        "    cmp 128(%rax,%rsi,2), %cx\n"       /* begin */
+        "    je 2f\n"
+        "    dec %ecx\n"
+        "    mov 512(%rax,%rcx,8), %rdx\n"
+        "    mov %cx, (%rax,%rsi,2)\n"          /* commit */
+        ".Lebb__rseq_pop1_end:\n"
+        "    mov %rdx, %rax\n"
+        "    ret\n"
+        "2:  xor %eax, %eax\n"
+        "    ret\n"
+        ".Lebb__rseq_pop1_none:\n"
+        "    mov $1, %eax\n"
+        "    ret\n"
+        EBB_RSEQ_ABORT(ebb__rseq_pop1)
+
+        EBB_RSEQ_ENTER(ebb__rseq_push1, "")
+        "    movzwl (%rax,%rsi,2), %ecx\n"      /* cur */
+        "    cmp 256(%rax,%rsi,2), %cx\n"       /* end */
+        "    je 2f\n"
+        "    mov %rdx, 512(%rax,%rcx,8)\n"
+        "    inc %ecx\n"
+        "    mov %cx, (%rax,%rsi,2)\n"          /* commit */
+        ".Lebb__rseq_push1_end:\n"
+        "    mov $1, %eax\n"
+        "    ret\n"
+        "2:  xor %eax, %eax\n"
+        "    ret\n"
+        ".Lebb__rseq_push1_none:\n"
+        "    mov $-1, %rax\n"
+        "    ret\n"
+        EBB_RSEQ_ABORT(ebb__rseq_push1)
+
+        EBB_RSEQ_ENTER(ebb__rseq_pop, "    push %rbx\n")
+        "    movzwl (%rax,%rsi,2), %r9d\n"      /* r9 = cur */
+        "    movzwl 128(%rax,%rsi,2), %r10d\n"  /* r10 = begin */
+        "    mov %r9, %r8\n"
+        "    sub %r10, %r8\n"                   /* r8 = cached */
+        "    cmp %rcx, %r8\n"
+        "    cmova %rcx, %r8\n"                 /* r8 = k = min(cached, n) */
+        "    sub %r8, %r9\n"                    /* r9 = new cur */
+        "    xor %r10d, %r10d\n"                /* r10 = i */
+        "2:  cmp %r8, %r10\n"
+        "    jae 3f\n"
+        "    lea (%r9,%r10), %rbx\n"
+        "    mov 512(%rax,%rbx,8), %rbx\n"
+        "    mov %rbx, (%rdx,%r10,8)\n"
+        "    inc %r10\n"
+        "    jmp 2b\n"
+        "3:  mov %r9w, (%rax,%rsi,2)\n"         /* commit */
+        ".Lebb__rseq_pop_end:\n"
+        "    mov %r8, %rax\n"
+        "    pop %rbx\n"
+        "    ret\n"
+        ".Lebb__rseq_pop_none:\n"
+        "    mov $-1, %rax\n"
+        "    pop %rbx\n"
+        "    ret\n"
+        EBB_RSEQ_ABORT(ebb__rseq_pop)
+
+        EBB_RSEQ_ENTER(ebb__rseq_push, "    push %rbx\n")
+        "    movzwl (%rax,%rsi,2), %r9d\n"      /* r9 = cur */
+        "    movzwl 256(%rax,%rsi,2), %r8d\n"   /* r8 = end */
+        "    sub %r9, %r8\n"                    /* r8 = room */
+        "    cmp %rcx, %r8\n"
+        "    cmova %rcx, %r8\n"                 /* r8 = k = min(room, n) */
+        "    xor %r10d, %r10d\n"                /* r10 = i */
+        "2:  cmp %r8, %r10\n"
+        "    jae 3f\n"
+        "    mov (%rdx,%r10,8), %rbx\n"
+        "    mov %rbx, 512(%rax,%r9,8)\n"
+        "    inc %r9\n"
+        "    inc %r10\n"
+        "    jmp 2b\n"
+        "3:  mov %r9w, (%rax,%rsi,2)\n"         /* commit */
+        ".Lebb__rseq_push_end:\n"
+        "    mov %r8, %rax\n"
+        "    pop %rbx\n"
+        "    ret\n"
+        ".Lebb__rseq_push_none:\n"
+        "    mov $-1, %rax\n"
+        "    pop %rbx\n"
+        "    ret\n"
+        EBB_RSEQ_ABORT(ebb__rseq_push));
+
+void *ebb__rseq_pop1(const ebb_pcpu_t *pc, size_t c);
+long ebb__rseq_push1(const ebb_pcpu_t *pc, size_t c, void *p);
+long ebb__rseq_pop(const ebb_pcpu_t *pc, size_t c, void **buf, size_t n);
+long ebb__rseq_push(const ebb_pcpu_t *pc, size_t c, void *const *buf, size_t n);
+#else
+#define EBB_HAVE_RSEQ 0
+static void *ebb__rseq_pop1(const ebb_pcpu_t *pc, size_t c) {
+    (void)pc, (void)c;
+    return (void *)1;
+}
+static long ebb__rseq_push1(const ebb_pcpu_t *pc, size_t c, void *p) {
+    (void)pc, (void)c, (void)p;
+    return -1;
+}
+static long ebb__rseq_pop(const ebb_pcpu_t *pc, size_t c, void **buf, size_t n) {
+    (void)pc, (void)c, (void)buf, (void)n;
+    return -1;
+}
+static long ebb__rseq_push(const ebb_pcpu_t *pc, size_t c, void *const *buf, size_t n) {
+    (void)pc, (void)c, (void)buf, (void)n;
+    return -1;
+}
+#endif
+
+#define BATCH_MAX 256 /* objects moved at once: a class's room is at most this */
+
+/* A class's room in each region: its share of cpu_cache_kb (1/16, as a
+ * thread cache bin's), 2..BATCH_MAX objects. */
+static unsigned class_room(unsigned c) {
+    size_t share = ((size_t)ebb__opts.cpu_cache_kb << 10) / 16;
+    size_t n = share / ebb_class_size(c);
+    return (unsigned)(n < 2 ? 2 : n > BATCH_MAX ? BATCH_MAX : n);
+}
+
+static ebb_region_t *region(unsigned i) {
+    return (ebb_region_t *)(void *)(pcpu.base + (size_t)i * pcpu.stride);
+}
+
+void ebb__cpucache_init(void) {
+    /* Only the background thread can empty another CPU's region. */
+    if (!EBB_HAVE_RSEQ || ebb__opts.cpu_cache_kb == 0 || !ebb__opts.tcache ||
+        !ebb__opts.background_thread)
+        return;
+    void *rs = ebb__os_rseq_area(&pcpu.rseq_off);
+    if (rs == NULL || ((volatile uint32_t *)rs)[1] >= UINT32_MAX - 1)
+        return; /* glibc registered no rseq area (before 2.35, or glibc.pthread.rseq=0) */
+    unsigned first = EBB_NSMALL + 1;
+    for (unsigned c = EBB_NSMALL; c >= 1 && ebb_class_size(c) > ebb__opts.cpu_cache_min_size; c--)
+        first = c;
+    if (first > EBB_NSMALL)
+        return;
+    unsigned n = ebb__os_cpu_ids();
+    if (n == 0 || n > EBB_MAX_CPU_CACHES)
+        n = n == 0 ? ebb__os_ncpus() : EBB_MAX_CPU_CACHES; /* CPUs above: no cache */
+    size_t slots = 0;
+    for (unsigned c = first; c <= EBB_NSMALL; c++)
+        slots += class_room(c);
+    size_t stride = (REGION_SLOTS + slots * sizeof(void *) + EBB_CACHELINE - 1) & ~(size_t)(EBB_CACHELINE - 1);
+    char *base = ebb__base_alloc(stride * n);
+    if (base == NULL)
+        return; /* those classes go through the thread caches */
+    pcpu.base = base;
+    pcpu.stride = stride;
+    for (unsigned i = 0; i < n; i++) {
+        ebb_region_t *r = region(i);
+        uint16_t at = 0;
+        for (unsigned c = first; c <= EBB_NSMALL; c++) {
+            r->begin[c] = r->cur[c] = at;
+            at = (uint16_t)(at + class_room(c));
+            r->end[c] = at;
+        }
+    }
+    size_t full = 0; /* a region's most */
+    for (unsigned c = first; c <= EBB_NSMALL; c++)
+        full += (size_t)class_room(c) * ebb_class_size(c);
+    pcpu.cap_bytes = full * ebb__os_ncpus();
+    pcpu.nregions = n;
+    ebb__cpucache_first = first;
+}
+
+/* Link buf[0..n) into a list (through the objects' first words) and give
+ * it back to the slabs. */
+static void release(unsigned c, void **buf, long n) {
+    if (n <= 0)
+        return;
+    for (long i = 0; i + 1 < n; i++)
+        *(void **)buf[i] = buf[i + 1];
+    *(void **)buf[n - 1] = NULL;
+    ebb__arena_flush(c, buf[0]);
+}
+
+void *ebb__cpucache_pop(unsigned c) { return ebb__rseq_pop1(&pcpu, c); }
+
+long ebb__cpucache_push(unsigned c, void *p) { return ebb__rseq_push1(&pcpu, c, p); }
+
+void *ebb__cpucache_refill(ebb_arena_t *a, unsigned c) {
+    if (a == NULL)
+        return NULL;
+    /* Half the class's room from the arena, one of them for the caller. */
+    void *buf[BATCH_MAX];
+    void *head;
+    unsigned n = ebb__arena_refill(a, c, &head, class_room(c) / 2 + 1);
+    if (n == 0)
+        return NULL;
+    void *p = head;
+    head = *(void **)head;
+    for (unsigned i = 0; i + 1 < n; i++) {
+        buf[i] = head;
+        head = *(void **)head;
+    }
+    long put = ebb__rseq_push(&pcpu, c, buf, n - 1);
+    if (put < 0) /* the thread moved to a CPU without a region */
+        put = 0;
+    release(c, buf + put, (long)(n - 1) - put); /* no room: filled meanwhile */
+    return p;
+}
+
+/* Full: keep the most recently cached half (and p), give the older half
+ * back to the slabs -- all of it out, the newer half in again, as the
+ * sequences work at the top of a class's stack only. */
+void ebb__cpucache_overflow(unsigned c, void *p) {
+    void *buf[BATCH_MAX + 1];
+    long n = ebb__rseq_pop(&pcpu, c, buf, BATCH_MAX);
+    if (n < 0)
+        n = 0;
+    buf[n++] = p;
+    long old = n / 2;
+    long put = ebb__rseq_push(&pcpu, c, buf + old, (size_t)(n - old));
+    if (put < 0)
+        put = 0;
+    release(c, buf, old);
+    release(c, buf + old + put, n - old - put);
+}
+
+/* Empty the region of the CPU the caller runs on. */
+static void drain_here(void) {
+    void *buf[BATCH_MAX];
+    for (unsigned c = ebb__cpucache_first; c <= EBB_NSMALL; c++) {
+        long n;
+        while ((n = ebb__rseq_pop(&pcpu, c, buf, BATCH_MAX)) > 0)
+            release(c, buf, n);
+    }
+}
+
+static uint64_t cur_sum(const ebb_region_t *r) {
+    uint64_t sum = 0;
+    for (unsigned c = ebb__cpucache_first; c <= EBB_NSMALL; c++)
+        sum = sum * 31 + __atomic_load_n(&r->cur[c], __ATOMIC_RELAXED);
+    return sum;
+}
+
+static size_t region_bytes(const ebb_region_t *r, uint64_t counts[]) {
+    size_t bytes = 0;
+    for (unsigned c = ebb__cpucache_first; c <= EBB_NSMALL; c++) {
+        unsigned cur = __atomic_load_n(&r->cur[c], __ATOMIC_RELAXED);
+        unsigned n = cur > r->begin[c] ? cur - r->begin[c] : 0;
+        bytes += (size_t)n * ebb_class_size(c);
+        if (counts != NULL)
+            counts[c] += n;
+    }
+    return bytes;
+}
+
+/* Move the calling thread (the background thread) to CPU i and empty the
+ * region there; false when the process may not run on it. The first move
+ * saves the thread's affinity in *home (*moved: saved). */
+static bool drain_on(unsigned i, ebb_cpumask_t *home, bool *moved) {
+    if (!*moved && !ebb__os_affinity_get(home))
+        return false;
+    *moved = true;
+    ebb_cpumask_t one;
+    memset(&one, 0, sizeof(one));
+    one.bits[i / 64] = (uint64_t)1 << (i % 64);
+    if (!ebb__os_affinity_set(&one))
+        return false;
+    if (ebb__os_cpu_now() == i)
+        drain_here();
+    return true;
+}
+
+/* Empty every region (all), or those whose cur[] did not change for
+ * idle_ns / 8; then, while the regions together hold more than the cap,
+ * the fullest ones. The caller is the background thread: it visits each
+ * CPU in turn and goes back to its own affinity at the end. */
+static void drain_regions(uint64_t now, uint64_t idle_ns, bool all) {
+    ebb_cpumask_t home, tried;
+    memset(&tried, 0, sizeof(tried));
+    bool moved = false;
+    size_t total = 0;
+    unsigned n = pcpu.nregions < 64 * 64 ? (unsigned)pcpu.nregions : 64 * 64;
+    for (unsigned i = 0; i < n; i++) {
+        ebb_region_t *r = region(i);
+        size_t bytes = region_bytes(r, NULL);
+        if (bytes == 0)
+            continue;
+        uint64_t sum = cur_sum(r);
+        bool idle = false;
+        if (sum != r->seen_sum || r->idle_since_ns == 0 || now < r->idle_since_ns) {
+            r->seen_sum = sum;
+            r->idle_since_ns = now;
+        } else {
+            idle = now - r->idle_since_ns >= idle_ns / 8;
+        }
+        if (all || idle) {
+            tried.bits[i / 64] |= (uint64_t)1 << (i % 64);
+            if (drain_on(i, &home, &moved)) {
+                r->idle_since_ns = 0;
+                bytes = region_bytes(r, NULL);
+            }
+        }
+        total += bytes;
+    }
+    while (total > pcpu.cap_bytes) {
+        unsigned best = n;
+        size_t most = 0;
+        for (unsigned i = 0; i < n; i++) {
+            size_t bytes = region_bytes(region(i), NULL);
+            if (bytes > most && !(tried.bits[i / 64] >> (i % 64) & 1)) {
+                most = bytes;
+                best = i;
+            }
+        }
+        if (best == n)
+            break;
+        tried.bits[best / 64] |= (uint64_t)1 << (best % 64);
+        if (drain_on(best, &home, &moved)) {
+            size_t left = region_bytes(region(best), NULL);
+            total -= total > most - left ? most - left : total;
+        }
+    }
+    if (moved)
+        ebb__os_affinity_set(&home);
+}
+
+void ebb__cpucache_idle_scan(uint64_t now, uint64_t idle_ns, bool may_move) {
+    if (pcpu.nregions == 0)
+        return;
+    if (may_move)
+        drain_regions(now, idle_ns, false);
+}
+
+void ebb__cpucache_flush_all(bool may_move) {
+    if (pcpu.nregions == 0)
+        return;
+    if (may_move)
+        drain_regions(0, 0, true);
+    else
+        drain_here();
+}
+
+size_t ebb__cpucache_set_cap(size_t bytes) {
+    size_t old = pcpu.cap_bytes;
+    pcpu.cap_bytes = bytes;
+    return old;
+}
+
+/* For statistics (racy reads): bytes held, and each class's objects added
+ * to counts[c] unless counts is NULL. */
+size_t ebb__cpucache_cached(uint64_t counts[]) {
+    size_t bytes = 0;
+    for (unsigned i = 0; i < pcpu.nregions; i++)
+        bytes += region_bytes(region(i), counts);
+    return bytes;
+}

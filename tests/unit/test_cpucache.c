@@ -1,0 +1,201 @@
+/* CPU caches: objects above cpu_cache_min_size are cached per CPU, not per
+ * thread; a thread on the same CPU reuses them; bins stay within their
+ * bound; an idle cache is flushed by the purger's scan, all of them by a
+ * purge; objects of 1 KiB or less still go through the thread caches.
+ * Run with a long decay, so that the background thread leaves the caches
+ * to the tests' own scans (and again with cpu_cache_kb:0, where only the
+ * tests that do not need CPU caches run). */
+#include <pthread.h>
+#include <sched.h>
+
+#include "unit.h"
+
+#define MS ((uint64_t)1000000)
+
+static bool cpu_caches_on(void) { return ebb__cpucache_first <= EBB_NSMALL; }
+
+/* Where the CPU caches must be on: x86-64 outside ThreadSanitizer, glibc's
+ * rseq area registered, and the options asking for them. */
+static bool cpu_caches_expected(void) {
+#if defined(__x86_64__) && !defined(__SANITIZE_THREAD__)
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+    return false;
+#endif
+#endif
+    int64_t off;
+    void *rs = ebb__os_rseq_area(&off);
+    return rs != NULL && ((volatile uint32_t *)rs)[1] < UINT32_MAX - 1 &&
+           ebb__opts.cpu_cache_kb != 0 && ebb__opts.tcache && ebb__opts.background_thread;
+#else
+    return false;
+#endif
+}
+
+/* Pin the calling thread to its current CPU, so the CPU cache it uses
+ * stays the same; false where the affinity cannot be set. */
+static bool pin_here(void) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(ebb__os_cpu_now(), &set);
+    return sched_setaffinity(0, sizeof(set), &set) == 0;
+}
+
+/* Initialise; skip the test where there are no CPU caches or (pin) where
+ * the thread cannot be pinned to the CPU it runs on. */
+static void require_cpu_caches(bool pin) {
+    unit_init();
+    if (!cpu_caches_on() || (pin && !pin_here()))
+        skip();
+}
+
+/* Allocate n objects of size, then free them all: into this CPU's cache,
+ * up to its room. */
+static void alloc_then_free(size_t size, int n) {
+    static void *p[2000];
+    assert_true(n <= 2000);
+    for (int i = 0; i < n; i++)
+        assert_non_null(p[i] = ebb_malloc(size));
+    for (int i = 0; i < n; i++)
+        ebb_free(p[i]);
+}
+
+static void test_classes_split_at_the_option(void **state) {
+    (void)state;
+    unit_init();
+    assert_int_equal(cpu_caches_on(), cpu_caches_expected());
+    if (!cpu_caches_on())
+        return;
+    unsigned first = ebb__cpucache_first;
+    assert_true(ebb_class_size(first) > ebb__opts.cpu_cache_min_size);
+    assert_true(first == 1 || ebb_class_size(first - 1) <= ebb__opts.cpu_cache_min_size);
+    /* No thread-cache bin for those classes; one for the class below. */
+    ebb_free(ebb_malloc(16));
+    ebb_tcache_t *tc = ebb__tls_tcache;
+    assert_int_equal(tc->bins[first].limit, 0);
+    assert_true(first == 1 || tc->bins[first - 1].limit > 0);
+}
+
+static void *same_cpu_reuse(void *arg) {
+    void **out = arg;
+    out[0] = ebb_malloc(4000); /* a class above 1 KiB */
+    ebb_free(out[0]);
+    out[1] = ebb_malloc(4000);
+    ebb_free(out[1]);
+    return NULL;
+}
+
+/* Freed by one thread, the object serves the next thread on that CPU. */
+static void test_objects_move_between_threads_of_a_cpu(void **state) {
+    (void)state;
+    require_cpu_caches(true);
+    ebb_purge();
+    void *p = ebb_malloc(4000);
+    memset(p, 0xab, 4000);
+    ebb_free(p);
+    assert_true(ebb__cpucache_cached(NULL) >= ebb_usable_size(p));
+    void *got[2];
+    pthread_t t;
+    /* The new thread inherits the affinity: same CPU, same cache. */
+    assert_int_equal(pthread_create(&t, NULL, same_cpu_reuse, got), 0);
+    pthread_join(t, NULL);
+    assert_ptr_equal(got[0], p);
+    assert_ptr_equal(got[1], p);
+    ebb_purge();
+    assert_int_equal(ebb__cpucache_cached(NULL), 0);
+}
+
+/* Many frees of one class: the CPU cache keeps at most its bound, the rest
+ * goes back to the slabs. */
+static void test_bins_are_bounded(void **state) {
+    (void)state;
+    require_cpu_caches(true);
+    ebb_purge();
+    size_t size = 8000;
+    unsigned c = ebb_size_class(size);
+    alloc_then_free(size, 2000);
+    uint64_t counts[EBB_NCLASSES] = {0};
+    size_t bytes = ebb__cpucache_cached(counts);
+    size_t share = ((size_t)ebb__opts.cpu_cache_kb << 10) / 16;
+    size_t bound = share / ebb_class_size(c);
+    if (bound < 2)
+        bound = 2;
+    if (bound > 256)
+        bound = 256;
+    assert_true(counts[c] > 0);
+    assert_true(counts[c] <= bound);
+    assert_int_equal(bytes, counts[c] * ebb_class_size(c));
+    ebb_purge();
+}
+
+/* The purger's scan flushes a cache nobody used for decay_ms / 8, moving
+ * the scanning thread to its CPU (here the test's thread, allowed to). */
+static void test_idle_cache_is_flushed(void **state) {
+    (void)state;
+    require_cpu_caches(false);
+    ebb_free(ebb_malloc(20000));
+    assert_true(ebb__cpucache_cached(NULL) > 0);
+    uint64_t idle = 800 * MS, now = ebb__os_now_ns();
+    ebb__cpucache_idle_scan(now, idle, true);             /* notes the state */
+    ebb__cpucache_idle_scan(now + idle / 16, idle, true); /* too early */
+    assert_true(ebb__cpucache_cached(NULL) > 0);
+    ebb__cpucache_idle_scan(now + idle / 8, idle, true);
+    assert_int_equal(ebb__cpucache_cached(NULL), 0);
+}
+
+/* Over the cap (threads roaming over more CPUs than the process may use),
+ * the scan drains the fullest caches until the total is under it. */
+static void test_cap_drains_the_fullest(void **state) {
+    (void)state;
+    require_cpu_caches(false);
+    ebb__cpucache_flush_all(true);
+    assert_int_equal(ebb__cpucache_cached(NULL), 0);
+    alloc_then_free(4000, 16);
+    size_t held = ebb__cpucache_cached(NULL);
+    assert_true(held >= 2 * 4096);
+    uint64_t forever = UINT64_MAX / 2, now = ebb__os_now_ns();
+    ebb__cpucache_idle_scan(now, forever, true); /* under the cap: nothing */
+    assert_int_equal(ebb__cpucache_cached(NULL), held);
+    size_t old = ebb__cpucache_set_cap(held / 2);
+    ebb__cpucache_idle_scan(now, forever, true);
+    assert_true(ebb__cpucache_cached(NULL) <= held / 2);
+    ebb__cpucache_set_cap(old);
+}
+
+/* Objects of 1 KiB and less stay in the thread cache. */
+static void test_small_objects_stay_in_the_thread_cache(void **state) {
+    (void)state;
+    unit_init();
+    size_t before = ebb__cpucache_cached(NULL);
+    void *p = ebb_malloc(512);
+    ebb_free(p);
+    assert_int_equal(ebb__cpucache_cached(NULL), before);
+    assert_ptr_equal(ebb_malloc(512), p);
+    ebb_free(p);
+}
+
+/* The CPU id is within the ids the kernel reports. */
+static void test_cpu_ids(void **state) {
+    (void)state;
+    unsigned n = ebb__os_cpu_ids();
+    assert_true(n >= 1);
+    assert_true(ebb__os_cpu_now() < n);
+    if (pin_here()) {
+        unsigned here = ebb__os_cpu_now();
+        for (int i = 0; i < 1000; i++)
+            assert_int_equal(ebb__os_cpu_now(), here);
+    }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_cpu_ids),
+        cmocka_unit_test(test_classes_split_at_the_option),
+        cmocka_unit_test(test_objects_move_between_threads_of_a_cpu),
+        cmocka_unit_test(test_bins_are_bounded),
+        cmocka_unit_test(test_idle_cache_is_flushed),
+        cmocka_unit_test(test_cap_drains_the_fullest),
+        cmocka_unit_test(test_small_objects_stay_in_the_thread_cache),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
