@@ -29,10 +29,24 @@ static void *oom(void) {
     return NULL;
 }
 
+/* A class cached per CPU, from the running CPU's cache: one restartable
+ * sequence. NULL: not such a class, or a miss (the caller goes on). */
+static inline void *cpu_hit(ebb_tcache_t *tc, unsigned c) {
+    if (c < ebb__cpucache_first || tc->state != EBB_TC_ACTIVE)
+        return NULL;
+    void *p = ebb__cpucache_pop(c);
+    if (ebb_unlikely((uintptr_t)p <= 1))
+        return NULL;
+    tc->bins[c].nmalloc++;
+    return p;
+}
+
 /* An object of small class c, from the cache or its arena. */
 static void *small_alloc(unsigned c) {
+    void *p = cpu_hit(ebb__tls_tcache, c);
+    if (p != NULL)
+        return p;
     ebb_tcache_t *tc = ebb__tcache_get_slow();
-    void *p;
     ebb__tcache_drain_if_asked(tc);
     if (c >= ebb__cpucache_first && tc->state == EBB_TC_ACTIVE) {
         p = ebb__cpucache_pop(c);
@@ -78,18 +92,12 @@ static void *large_or_huge_alloc(size_t size, size_t align, bool zero) {
 }
 
 static EBB_NOINLINE void *malloc_slow(size_t size, bool zero) {
-    /* Classes cached per CPU: a hit costs one restartable sequence. */
-    ebb_tcache_t *tc = ebb__tls_tcache;
-    if (size <= EBB_SMALL_MAX && tc->state == EBB_TC_ACTIVE) {
-        unsigned c = ebb_size_class(size);
-        if (c >= ebb__cpucache_first) {
-            void *p = ebb__cpucache_pop(c);
-            if (ebb_likely((uintptr_t)p > 1)) {
-                tc->bins[c].nmalloc++;
-                if (zero)
-                    memset(p, 0, size);
-                return p;
-            }
+    if (size <= EBB_SMALL_MAX) {
+        void *p = cpu_hit(ebb__tls_tcache, ebb_size_class(size));
+        if (p != NULL) {
+            if (zero)
+                memset(p, 0, size);
+            return p;
         }
     }
     if (!ebb_init())
