@@ -285,25 +285,24 @@ unsigned ebb__os_ncpus(void) {
     return n ? n : 1;
 }
 
-/* The number of CPU ids the kernel may ever report: "0-N" or a list such
- * as "0-3,8-11" in /sys/devices/system/cpu/possible gives the highest id
- * + 1. 0 when unreadable. */
+unsigned ebb__os_parse_cpu_list(const char *text) {
+    long long v, max = -1;
+    for (const char *s = text; (s = parse_ll(s, &v)) != NULL;) {
+        if (v > max)
+            max = v;
+        if (*s != '-' && *s != ',')
+            break;
+        s++;
+    }
+    return max >= 0 && max < (long long)UINT32_MAX ? (unsigned)max + 1 : 0;
+}
+
 unsigned ebb__os_cpu_ids(void) {
     int saved = errno;
     char buf[256];
-    long long v, max = -1;
     unsigned n = 0;
-    if (read_small("/sys/devices/system/cpu/possible", buf, sizeof(buf)) > 0) {
-        for (const char *s = buf; (s = parse_ll(s, &v)) != NULL;) {
-            if (v > max)
-                max = v;
-            if (*s != '-' && *s != ',')
-                break;
-            s++;
-        }
-        if (max >= 0 && max < (long long)UINT32_MAX)
-            n = (unsigned)max + 1;
-    }
+    if (read_small("/sys/devices/system/cpu/possible", buf, sizeof(buf)) > 0)
+        n = ebb__os_parse_cpu_list(buf);
     errno = saved;
     return n;
 }

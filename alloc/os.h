@@ -59,7 +59,11 @@ void ebb__os_name(void *addr, size_t len, const char *name);
  * by a cgroup CPU quota (v2 cpu.max, or v1 cpu.cfs_quota_us/period), rounded
  * up; at least 1. */
 unsigned ebb__os_ncpus(void);
-unsigned ebb__os_cpu_ids(void); /* highest possible CPU id + 1; 0: unknown */
+/* The number of CPU ids the kernel may ever report, from the list in
+ * /sys/devices/system/cpu/possible ("0-N", or "0-3,8-11"): the highest id
+ * + 1; 0 when unreadable. The parser alone, for tests. */
+unsigned ebb__os_cpu_ids(void);
+unsigned ebb__os_parse_cpu_list(const char *text);
 unsigned ebb__os_cpu_now(void); /* this thread's CPU now (a hint) */
 typedef struct ebb_cpumask_s {
     uint64_t bits[64]; /* CPUs 0..4095 */

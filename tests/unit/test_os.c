@@ -74,8 +74,22 @@ static void test_getenv_without_allocating(void **state) {
     assert_null(ebb__os_getenv("EBB_UNIT_VAR_NOT_SET"));
 }
 
+/* /sys/devices/system/cpu/possible: the highest CPU id + 1. */
+static void test_parse_cpu_list(void **state) {
+    (void)state;
+    assert_int_equal(ebb__os_parse_cpu_list("0-1\n"), 2);
+    assert_int_equal(ebb__os_parse_cpu_list("0\n"), 1);
+    assert_int_equal(ebb__os_parse_cpu_list("0-3,8-11\n"), 12);
+    assert_int_equal(ebb__os_parse_cpu_list("0,2,4-5"), 6);
+    assert_int_equal(ebb__os_parse_cpu_list(""), 0);
+    assert_int_equal(ebb__os_parse_cpu_list("none"), 0);
+    unsigned n = ebb__os_cpu_ids();
+    assert_true(n >= 1 && ebb__os_cpu_now() < n);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_parse_cpu_list),
         cmocka_unit_test(test_parse_cpu_max_v2),
         cmocka_unit_test(test_quota_v1),
         cmocka_unit_test(test_ncpus_respects_affinity),
