@@ -2,11 +2,14 @@
  * CPU caches: free objects of the bigger slab classes (above
  * cpu_cache_min_size, default 1 KiB) kept per CPU instead of per thread.
  *
- *   thread --rseq area (cpu_id)--> region[cpu]
- *                                   cur[c]   begin[c]   end[c]      (uint16 each)
- *                                   slots[begin[c] .. cur[c])  = cached objects of c
- *                                   slots[cur[c] .. end[c])    = room
+ *   thread --rseq area (cpu_id)--> region[cpu]: count[c] (uint16)
+ *                                   slots[begin[c] .. begin[c] + count[c]) = cached objects of c
+ *                                   (begin[c], room[c]: the same for every region, in pcpu)
  *          refill / flush in batches of half a class's room <--> arena bins (slabs)
+ *
+ * A region of zeros is a valid empty one, so the regions of CPUs the
+ * process never runs on stay untouched pages (a machine may report
+ * hundreds of possible CPUs).
  *
  * Why: a JVM runs hundreds of threads on a few CPUs. Per-thread caches of
  * 1-32 KiB objects hold memory in every thread that ran recently -- most
@@ -21,7 +24,7 @@
  * per-CPU caches). The kernel keeps the running CPU's number in the
  * thread's rseq area, which glibc 2.35+ registers for every thread; a
  * sequence reads it, works on that CPU's region, and ends with one store
- * that commits (the new cur[c]). If the thread is preempted, migrated or
+ * that commits (the new count[c]). If the thread is preempted, migrated or
  * signalled before that store, the kernel moves it to the abort handler,
  * which starts again: no other thread can have run on that CPU in the
  * middle of a sequence, so plain loads and stores suffice. A lock (two
@@ -36,7 +39,7 @@
  * A region is written only by sequences running on its CPU. So an idle
  * region is drained by the background thread moving itself to that CPU
  * (sched_setaffinity) and popping it like any thread there; the purger's
- * scan calls that when a region's cur[] did not change for decay_ms / 8.
+ * scan calls that when a region's count[] did not change for decay_ms / 8.
  * A thread that is not the background thread (malloc_trim, purging on
  * allocation ticks) drains only the region of the CPU it runs on. After
  * fork the regions are consistent (a sequence interrupted by the fork
@@ -45,20 +48,18 @@
 #include "conf.h"
 #include "internal.h"
 
-#define REGION_CUR 0     /* uint16_t cur[64] */
-#define REGION_BEGIN 128 /* uint16_t begin[64] */
-#define REGION_END 256   /* uint16_t end[64] */
-#define REGION_SLOTS 512 /* void *slots[] */
+/* Offsets the assembly uses (checked below). */
+#define REGION_SLOTS 192 /* region: uint16_t count[64] at 0, void *slots[] here */
+#define PCPU_BEGIN 64    /* pcpu: uint16_t begin[64] */
+#define PCPU_ROOM 192    /* pcpu: uint16_t room[64] */
 
 typedef struct ebb_region_s {
-    uint16_t cur[64], begin[64], end[64];
-    uint64_t seen_sum;      /* background thread's view: sum of cur at its last look */
+    uint16_t count[64];     /* written by the sequences on this CPU only */
+    uint64_t seen_sum;      /* background thread's view: a hash of count[] at its last look */
     uint64_t idle_since_ns; /* ... and since when it has not changed */
-    char pad[REGION_SLOTS - 3 * 128 - 16];
+    char pad[REGION_SLOTS - 128 - 16];
     void *slots[];
 } ebb_region_t;
-_Static_assert(__builtin_offsetof(ebb_region_t, begin) == REGION_BEGIN, "region layout");
-_Static_assert(__builtin_offsetof(ebb_region_t, end) == REGION_END, "region layout");
 _Static_assert(__builtin_offsetof(ebb_region_t, slots) == REGION_SLOTS, "region layout");
 _Static_assert(EBB_NSMALL < 64, "a region's arrays cover every slab class");
 
@@ -69,7 +70,12 @@ typedef struct ebb_pcpu_s {
     uint64_t nregions; /* CPU ids at or above this: no cache (the sequences say so) */
     int64_t rseq_off;  /* glibc's __rseq_offset: the rseq area from the thread pointer */
     size_t cap_bytes;  /* what all regions together may hold: full ones on the usable CPUs */
+    char pad[PCPU_BEGIN - 40];
+    uint16_t begin[64]; /* class c's first slot in every region */
+    uint16_t room[64];  /* and how many slots it has */
 } ebb_pcpu_t;
+_Static_assert(__builtin_offsetof(ebb_pcpu_t, begin) == PCPU_BEGIN, "pcpu layout");
+_Static_assert(__builtin_offsetof(ebb_pcpu_t, room) == PCPU_ROOM, "pcpu layout");
 
 static ebb_pcpu_t pcpu;
 /* The first class cached per CPU; EBB_NSMALL + 1: none (CPU caches off). */
@@ -102,6 +108,10 @@ unsigned ebb__cpucache_first = EBB_NSMALL + 1;
  *   moves up to n objects to buf[0..k); returns k, or -1 (no region).
  * long ebb__rseq_push(const ebb_pcpu_t *pc, size_t c, void *const *buf, size_t n)
  *   moves buf[0..k) in, k <= n as room allows; returns k, or -1.
+ *
+ * An abort starts a sequence over from its inputs (rdi, rsi, rdx, rcx,
+ * and r11 = the rseq area): between start and commit they stay as they
+ * were, everything else is recomputed, and there is no push or pop.
  */
 #define EBB_RSEQ_ENTER(name, prologue)                                              \
     ".p2align 4\n"                                                                  \
@@ -133,11 +143,13 @@ unsigned ebb__cpucache_first = EBB_NSMALL + 1;
 
 __asm__(".text\n"
         EBB_RSEQ_ENTER(ebb__rseq_pop1, "")
-        "    movzwl (%rax,%rsi,2), %ecx\n"      /* cur */
-        "    cmp 128(%rax,%rsi,2), %cx\n"       /* begin */
-        "    je 2f\n"
+        "    movzwl (%rax,%rsi,2), %ecx\n"      /* count */
+        "    test %ecx, %ecx\n"
+        "    jz 2f\n"
         "    dec %ecx\n"
-        "    mov 512(%rax,%rcx,8), %rdx\n"
+        "    movzwl 64(%rdi,%rsi,2), %edx\n"    /* begin */
+        "    add %ecx, %edx\n"
+        "    mov 192(%rax,%rdx,8), %rdx\n"      /* the top object */
         "    mov %cx, (%rax,%rsi,2)\n"          /* commit */
         ".Lebb__rseq_pop1_end:\n"
         "    mov %rdx, %rax\n"
@@ -150,10 +162,12 @@ __asm__(".text\n"
         EBB_RSEQ_ABORT(ebb__rseq_pop1)
 
         EBB_RSEQ_ENTER(ebb__rseq_push1, "")
-        "    movzwl (%rax,%rsi,2), %ecx\n"      /* cur */
-        "    cmp 256(%rax,%rsi,2), %cx\n"       /* end */
-        "    je 2f\n"
-        "    mov %rdx, 512(%rax,%rcx,8)\n"
+        "    movzwl (%rax,%rsi,2), %ecx\n"      /* count */
+        "    cmp 192(%rdi,%rsi,2), %cx\n"       /* room */
+        "    jae 2f\n"
+        "    movzwl 64(%rdi,%rsi,2), %r8d\n"    /* begin */
+        "    add %ecx, %r8d\n"
+        "    mov %rdx, 192(%rax,%r8,8)\n"
         "    inc %ecx\n"
         "    mov %cx, (%rax,%rsi,2)\n"          /* commit */
         ".Lebb__rseq_push1_end:\n"
@@ -166,54 +180,63 @@ __asm__(".text\n"
         "    ret\n"
         EBB_RSEQ_ABORT(ebb__rseq_push1)
 
-        EBB_RSEQ_ENTER(ebb__rseq_pop, "    push %rbx\n")
-        "    movzwl (%rax,%rsi,2), %r9d\n"      /* r9 = cur */
-        "    movzwl 128(%rax,%rsi,2), %r10d\n"  /* r10 = begin */
+        /* No stack operations between start and commit: an abort would
+         * leave them half done. */
+        EBB_RSEQ_ENTER(ebb__rseq_pop, "    push %rbx\n    push %r12\n")
+        "    movzwl (%rax,%rsi,2), %r9d\n"      /* r9 = count */
         "    mov %r9, %r8\n"
-        "    sub %r10, %r8\n"                   /* r8 = cached */
         "    cmp %rcx, %r8\n"
-        "    cmova %rcx, %r8\n"                 /* r8 = k = min(cached, n) */
-        "    sub %r8, %r9\n"                    /* r9 = new cur */
-        "    xor %r10d, %r10d\n"                /* r10 = i */
-        "2:  cmp %r8, %r10\n"
+        "    cmova %rcx, %r8\n"                 /* r8 = k = min(count, n) */
+        "    sub %r8, %r9\n"                    /* r9 = new count */
+        "    movzwl 64(%rdi,%rsi,2), %r10d\n"
+        "    add %r9, %r10\n"                   /* r10 = first slot taken */
+        "    xor %r12d, %r12d\n"                /* r12 = i */
+        "2:  cmp %r8, %r12\n"
         "    jae 3f\n"
-        "    lea (%r9,%r10), %rbx\n"
-        "    mov 512(%rax,%rbx,8), %rbx\n"
-        "    mov %rbx, (%rdx,%r10,8)\n"
-        "    inc %r10\n"
+        "    lea (%r10,%r12), %rbx\n"
+        "    mov 192(%rax,%rbx,8), %rbx\n"
+        "    mov %rbx, (%rdx,%r12,8)\n"
+        "    inc %r12\n"
         "    jmp 2b\n"
         "3:  mov %r9w, (%rax,%rsi,2)\n"         /* commit */
         ".Lebb__rseq_pop_end:\n"
         "    mov %r8, %rax\n"
+        "    pop %r12\n"
         "    pop %rbx\n"
         "    ret\n"
         ".Lebb__rseq_pop_none:\n"
         "    mov $-1, %rax\n"
+        "    pop %r12\n"
         "    pop %rbx\n"
         "    ret\n"
         EBB_RSEQ_ABORT(ebb__rseq_pop)
 
-        EBB_RSEQ_ENTER(ebb__rseq_push, "    push %rbx\n")
-        "    movzwl (%rax,%rsi,2), %r9d\n"      /* r9 = cur */
-        "    movzwl 256(%rax,%rsi,2), %r8d\n"   /* r8 = end */
-        "    sub %r9, %r8\n"                    /* r8 = room */
+        EBB_RSEQ_ENTER(ebb__rseq_push, "    push %rbx\n    push %r12\n")
+        "    movzwl (%rax,%rsi,2), %r9d\n"      /* r9 = count */
+        "    movzwl 192(%rdi,%rsi,2), %r8d\n"   /* r8 = room */
+        "    sub %r9, %r8\n"                    /* r8 = free slots (count <= room) */
         "    cmp %rcx, %r8\n"
-        "    cmova %rcx, %r8\n"                 /* r8 = k = min(room, n) */
-        "    xor %r10d, %r10d\n"                /* r10 = i */
-        "2:  cmp %r8, %r10\n"
+        "    cmova %rcx, %r8\n"                 /* r8 = k = min(free, n) */
+        "    movzwl 64(%rdi,%rsi,2), %r10d\n"
+        "    add %r9, %r10\n"                   /* r10 = first free slot */
+        "    add %r8, %r9\n"                    /* r9 = new count */
+        "    xor %r12d, %r12d\n"                /* r12 = i */
+        "2:  cmp %r8, %r12\n"
         "    jae 3f\n"
-        "    mov (%rdx,%r10,8), %rbx\n"
-        "    mov %rbx, 512(%rax,%r9,8)\n"
-        "    inc %r9\n"
+        "    mov (%rdx,%r12,8), %rbx\n"
+        "    mov %rbx, 192(%rax,%r10,8)\n"
         "    inc %r10\n"
+        "    inc %r12\n"
         "    jmp 2b\n"
         "3:  mov %r9w, (%rax,%rsi,2)\n"         /* commit */
         ".Lebb__rseq_push_end:\n"
         "    mov %r8, %rax\n"
+        "    pop %r12\n"
         "    pop %rbx\n"
         "    ret\n"
         ".Lebb__rseq_push_none:\n"
         "    mov $-1, %rax\n"
+        "    pop %r12\n"
         "    pop %rbx\n"
         "    ret\n"
         EBB_RSEQ_ABORT(ebb__rseq_push));
@@ -272,27 +295,19 @@ void ebb__cpucache_init(void) {
     unsigned n = ebb__os_cpu_ids();
     if (n == 0 || n > EBB_MAX_CPU_CACHES)
         n = n == 0 ? ebb__os_ncpus() : EBB_MAX_CPU_CACHES; /* CPUs above: no cache */
-    size_t slots = 0;
-    for (unsigned c = first; c <= EBB_NSMALL; c++)
+    size_t slots = 0, full = 0; /* a region's slots, and the most it holds */
+    for (unsigned c = first; c <= EBB_NSMALL; c++) {
+        pcpu.begin[c] = (uint16_t)slots;
+        pcpu.room[c] = (uint16_t)class_room(c);
         slots += class_room(c);
+        full += (size_t)class_room(c) * ebb_class_size(c);
+    }
     size_t stride = (REGION_SLOTS + slots * sizeof(void *) + EBB_CACHELINE - 1) & ~(size_t)(EBB_CACHELINE - 1);
-    char *base = ebb__base_alloc(stride * n);
+    char *base = ebb__base_alloc(stride * n); /* zeroed: every region empty */
     if (base == NULL)
         return; /* those classes go through the thread caches */
     pcpu.base = base;
     pcpu.stride = stride;
-    for (unsigned i = 0; i < n; i++) {
-        ebb_region_t *r = region(i);
-        uint16_t at = 0;
-        for (unsigned c = first; c <= EBB_NSMALL; c++) {
-            r->begin[c] = r->cur[c] = at;
-            at = (uint16_t)(at + class_room(c));
-            r->end[c] = at;
-        }
-    }
-    size_t full = 0; /* a region's most */
-    for (unsigned c = first; c <= EBB_NSMALL; c++)
-        full += (size_t)class_room(c) * ebb_class_size(c);
     pcpu.cap_bytes = full * ebb__os_ncpus();
     pcpu.nregions = n;
     ebb__cpucache_first = first;
@@ -365,15 +380,14 @@ static void drain_here(void) {
 static uint64_t cur_sum(const ebb_region_t *r) {
     uint64_t sum = 0;
     for (unsigned c = ebb__cpucache_first; c <= EBB_NSMALL; c++)
-        sum = sum * 31 + __atomic_load_n(&r->cur[c], __ATOMIC_RELAXED);
+        sum = sum * 31 + __atomic_load_n(&r->count[c], __ATOMIC_RELAXED);
     return sum;
 }
 
 static size_t region_bytes(const ebb_region_t *r, uint64_t counts[]) {
     size_t bytes = 0;
     for (unsigned c = ebb__cpucache_first; c <= EBB_NSMALL; c++) {
-        unsigned cur = __atomic_load_n(&r->cur[c], __ATOMIC_RELAXED);
-        unsigned n = cur > r->begin[c] ? cur - r->begin[c] : 0;
+        unsigned n = __atomic_load_n(&r->count[c], __ATOMIC_RELAXED);
         bytes += (size_t)n * ebb_class_size(c);
         if (counts != NULL)
             counts[c] += n;
@@ -398,7 +412,7 @@ static bool drain_on(unsigned i, ebb_cpumask_t *home, bool *moved) {
     return true;
 }
 
-/* Empty every region (all), or those whose cur[] did not change for
+/* Empty every region (all), or those whose count[] did not change for
  * idle_ns / 8; then, while the regions together hold more than the cap,
  * the fullest ones. The caller is the background thread: it visits each
  * CPU in turn and goes back to its own affinity at the end. */
