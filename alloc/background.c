@@ -32,6 +32,10 @@ __attribute__((constructor)) static void background_ctor(void) {
 }
 
 static __thread bool bg_self;
+/* Requests to drain every CPU's cache now (malloc_trim): only this thread
+ * may move from CPU to CPU. A caller takes a ticket and waits until the
+ * thread has served it. */
+static _Atomic uint32_t drain_asked, drain_served;
 
 bool ebb__background_is_self(void) { return bg_self; }
 
@@ -69,6 +73,12 @@ static void *bg_main(void *arg) {
             last_pressure = now;
             force = under_pressure();
         }
+        uint32_t asked = atomic_load_explicit(&drain_asked, memory_order_acquire);
+        if (asked != atomic_load_explicit(&drain_served, memory_order_relaxed)) {
+            ebb__cpucache_flush_all(true);
+            atomic_store_explicit(&drain_served, asked, memory_order_release);
+            ebb__os_futex_wake((volatile uint32_t *)&drain_served, INT32_MAX);
+        }
         uint64_t next = ebb__decay_run(now, force, NULL);
         if (ebb__stats_shm_tick)
             ebb__stats_shm_tick(now);
@@ -81,6 +91,23 @@ static void *bg_main(void *arg) {
         ebb__os_futex_wait_timeout((volatile uint32_t *)&bg_wake, seen, sleep);
     }
     return NULL;
+}
+
+bool ebb__background_drain_cpus(uint64_t timeout_ns) {
+    if (!ebb__background_running() || bg_self)
+        return false;
+    uint32_t ticket = atomic_fetch_add_explicit(&drain_asked, 1, memory_order_acq_rel) + 1;
+    ebb__background_kick();
+    uint64_t end = ebb__os_now_ns() + timeout_ns;
+    for (;;) {
+        uint32_t served = atomic_load_explicit(&drain_served, memory_order_acquire);
+        if ((int32_t)(served - ticket) >= 0)
+            return true;
+        uint64_t now = ebb__os_now_ns();
+        if (now >= end)
+            return false;
+        ebb__os_futex_wait_timeout((volatile uint32_t *)&drain_served, served, end - now);
+    }
 }
 
 void ebb__background_maybe_start(void) {

@@ -40,8 +40,9 @@
  * region is drained by the background thread moving itself to that CPU
  * (sched_setaffinity) and popping it like any thread there; the purger's
  * scan calls that when a region's count[] did not change for decay_ms / 8.
- * A thread that is not the background thread (malloc_trim, purging on
- * allocation ticks) drains only the region of the CPU it runs on. After
+ * malloc_trim asks the background thread to drain them all and waits for
+ * it (background.c); another thread purging drains only the region of
+ * the CPU it runs on. After
  * fork the regions are consistent (a sequence interrupted by the fork
  * never committed), so the child keeps them.
  */

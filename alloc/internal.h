@@ -487,6 +487,10 @@ void ebb__decay_on_tick(void);
 void ebb__background_maybe_start(void);
 bool ebb__background_running(void);
 bool ebb__background_is_self(void); /* the calling thread is the background thread */
+/* Have the background thread drain every CPU's cache (see cpucache.c) and
+ * wait for it, timeout_ns at most; false when it is not running or did not
+ * finish in time. */
+bool ebb__background_drain_cpus(uint64_t timeout_ns);
 void ebb__background_kick(void);
 void ebb__background_postfork_child(void);
 /* Hook of the statistics page, when linked in. */

@@ -44,7 +44,9 @@ EBB_EXPORT size_t ebb_usable_size(const void *ptr);
  * may be passed; it is never dereferenced unless it is ebbmalloc's). */
 EBB_EXPORT bool ebb_owns(const void *ptr);
 
-/* Return every free page ebbmalloc still holds to the OS now.
+/* Return every free page ebbmalloc still holds to the OS now, after
+ * flushing the calling thread's cache and (through the background thread,
+ * waiting for it up to 1 s) every CPU's cache. malloc_trim calls it.
  * Returns the number of bytes released. */
 EBB_EXPORT size_t ebb_purge(void);
 

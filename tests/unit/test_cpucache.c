@@ -162,6 +162,47 @@ static void test_cap_drains_the_fullest(void **state) {
     ebb__cpucache_set_cap(old);
 }
 
+static void *fill_on_cpu(void *arg) {
+    unsigned cpu = *(unsigned *)arg;
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    if (sched_setaffinity(0, sizeof(one), &one) == 0)
+        alloc_then_free(4000, 8);
+    return NULL;
+}
+
+/* ebb_purge (malloc_trim) from one CPU empties every CPU's cache: it has
+ * the background thread move to each in turn, and waits for it. */
+static void test_purge_drains_every_cpu(void **state) {
+    (void)state;
+    require_cpu_caches(true);
+    ebb__background_maybe_start();
+    if (!ebb__background_running())
+        skip();
+    cpu_set_t all;
+    assert_int_equal(sched_getaffinity(0, sizeof(all), &all), 0);
+    unsigned here = ebb__os_cpu_now(), other = here;
+    /* The test's thread is pinned; any CPU of the machine will do. */
+    for (unsigned cpu = 0; cpu < ebb__os_cpu_ids() && other == here; cpu++) {
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(cpu, &one);
+        if (cpu != here && sched_setaffinity(0, sizeof(one), &one) == 0)
+            other = cpu;
+    }
+    assert_int_equal(sched_setaffinity(0, sizeof(all), &all), 0);
+    if (other == here)
+        skip(); /* one CPU only */
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, fill_on_cpu, &other), 0);
+    pthread_join(t, NULL);
+    alloc_then_free(4000, 8);
+    assert_true(ebb__cpucache_cached(NULL) >= 2 * 4096);
+    ebb_purge();
+    assert_int_equal(ebb__cpucache_cached(NULL), 0);
+}
+
 /* Objects of 1 KiB and less stay in the thread cache. */
 static void test_small_objects_stay_in_the_thread_cache(void **state) {
     (void)state;
@@ -195,6 +236,7 @@ int main(void) {
         cmocka_unit_test(test_bins_are_bounded),
         cmocka_unit_test(test_idle_cache_is_flushed),
         cmocka_unit_test(test_cap_drains_the_fullest),
+        cmocka_unit_test(test_purge_drains_every_cpu),
         cmocka_unit_test(test_small_objects_stay_in_the_thread_cache),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
