@@ -75,7 +75,7 @@ static void *bg_main(void *arg) {
         }
         uint32_t asked = atomic_load_explicit(&drain_asked, memory_order_acquire);
         if (asked != atomic_load_explicit(&drain_served, memory_order_relaxed)) {
-            ebb__cpucache_flush_all(true);
+            ebb__decay_drain_cpus();
             atomic_store_explicit(&drain_served, asked, memory_order_release);
             ebb__os_futex_wake((volatile uint32_t *)&drain_served, INT32_MAX);
         }

@@ -105,6 +105,12 @@ uint64_t ebb__decay_run(uint64_t now, bool force, size_t *purged) {
     return next;
 }
 
+void ebb__decay_drain_cpus(void) {
+    ebb_lock(&decay_lock);
+    ebb__cpucache_flush_all(true);
+    ebb_unlock(&decay_lock);
+}
+
 size_t ebb__decay_purge_all(void) {
     size_t bytes = 0;
     ebb_lock(&decay_lock);

@@ -476,6 +476,9 @@ ebb_purge_policy_t ebb__decay_policy(uint64_t now, bool force);
 uint64_t ebb__decay_run(uint64_t now, bool force, size_t *purged);
 /* Purge everything dirty now, waiting for a round under way. Bytes. */
 size_t ebb__decay_purge_all(void);
+/* Drain every CPU's cache (the background thread, for malloc_trim) under
+ * the decay lock, which fork takes first: no fork splits a drain. */
+void ebb__decay_drain_cpus(void);
 extern _Atomic bool ebb__purge_yield; /* a fork waits: stop after this batch */
 void ebb__decay_prefork(void);
 void ebb__decay_postfork_parent(void);
