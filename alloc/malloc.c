@@ -29,34 +29,39 @@ static void *oom(void) {
     return NULL;
 }
 
-/* A class cached per CPU, from the running CPU's cache: one restartable
- * sequence. NULL: not such a class, or a miss (the caller goes on). */
-static inline void *cpu_hit(ebb_tcache_t *tc, unsigned c) {
-    if (c < ebb__cpucache_first || tc->state != EBB_TC_ACTIVE)
-        return NULL;
+/* An object of a class cached per CPU (the thread's cache is active): a
+ * hit is one restartable sequence; a miss (popped: NULL, or 1 on a CPU
+ * without a cache) refills the CPU's cache from the arena, or takes from
+ * the arena directly, and ticks. */
+static EBB_NOINLINE void *cpu_alloc_miss(ebb_tcache_t *tc, unsigned c, void *popped) {
+    ebb_arena_t *a = arena_of(tc);
+    void *p;
+    if (popped == NULL)
+        p = ebb__cpucache_refill(a, c);
+    else
+        p = a ? ebb__arena_alloc_small(a, c) : NULL;
+    slow_tick(tc);
+    if (p == NULL)
+        return oom();
+    tc->bins[c].nmalloc++;
+    return p;
+}
+
+EBB_INLINE void *cpu_alloc(ebb_tcache_t *tc, unsigned c) {
     void *p = ebb__cpucache_pop(c);
     if (ebb_unlikely((uintptr_t)p <= 1))
-        return NULL;
+        return cpu_alloc_miss(tc, c, p);
     tc->bins[c].nmalloc++;
     return p;
 }
 
 /* An object of small class c, from the cache or its arena. */
 static void *small_alloc(unsigned c) {
-    void *p = cpu_hit(ebb__tls_tcache, c);
-    if (p != NULL)
-        return p;
+    void *p;
     ebb_tcache_t *tc = ebb__tcache_get_slow();
     ebb__tcache_drain_if_asked(tc);
     if (c >= ebb__cpucache_first && tc->state == EBB_TC_ACTIVE) {
-        p = ebb__cpucache_pop(c);
-        if (p == NULL) {
-            p = ebb__cpucache_refill(arena_of(tc), c);
-        } else if (p == (void *)1) { /* a CPU without a cache */
-            ebb_arena_t *a = arena_of(tc);
-            p = a ? ebb__arena_alloc_small(a, c) : NULL;
-        }
-        tc->bins[c].nmalloc++;
+        return cpu_alloc(tc, c);
     } else if (tc->state == EBB_TC_ACTIVE && ebb_tbin_max(&tc->bins[c]) != 0) {
         ebb_tbin_t *b = &tc->bins[c];
         p = b->head;
@@ -92,10 +97,12 @@ static void *large_or_huge_alloc(size_t size, size_t align, bool zero) {
 }
 
 static EBB_NOINLINE void *malloc_slow(size_t size, bool zero) {
-    if (size <= EBB_SMALL_MAX) {
-        void *p = cpu_hit(ebb__tls_tcache, ebb_size_class(size));
-        if (p != NULL) {
-            if (zero)
+    ebb_tcache_t *tc = ebb__tls_tcache;
+    if (size <= EBB_SMALL_MAX && tc->state == EBB_TC_ACTIVE) {
+        unsigned c = ebb_size_class(size);
+        if (c >= ebb__cpucache_first) {
+            void *p = cpu_alloc(tc, c);
+            if (p != NULL && zero)
                 memset(p, 0, size);
             return p;
         }
@@ -117,10 +124,18 @@ static EBB_NOINLINE void *malloc_slow(size_t size, bool zero) {
 static void free_slow_inner(void *p, ebb_segment_t *seg, unsigned c);
 
 static EBB_NOINLINE void free_slow(void *p, ebb_segment_t *seg, unsigned c) {
-    if (c >= ebb__cpucache_first && c <= EBB_NSMALL && ebb__tls_tcache->state == EBB_TC_ACTIVE &&
-        ebb_likely(ebb__cpucache_push(c, p) == 1))
-        return;
-    free_slow_inner(p, seg, c);
+    if (c >= ebb__cpucache_first && c <= EBB_NSMALL && ebb__tls_tcache->state == EBB_TC_ACTIVE) {
+        /* A class cached per CPU: a hit is one restartable sequence. */
+        long r = ebb__cpucache_push(c, p);
+        if (ebb_likely(r == 1))
+            return;
+        if (r == 0)
+            ebb__cpucache_overflow(c, p);
+        else /* a CPU without a cache */
+            ebb__arena_free_small(p);
+    } else {
+        free_slow_inner(p, seg, c);
+    }
     slow_tick(ebb__tls_tcache);
 }
 
@@ -144,14 +159,6 @@ static void free_slow_inner(void *p, ebb_segment_t *seg, unsigned c) {
     bool first_call = ebb__tls_tcache->state == EBB_TC_UNINIT;
     ebb_tcache_t *tc = ebb__tcache_get_slow();
     ebb__tcache_drain_if_asked(tc);
-    if (c >= ebb__cpucache_first && tc->state == EBB_TC_ACTIVE && !first_call) {
-        long r = ebb__cpucache_push(c, p);
-        if (r == 0)
-            ebb__cpucache_overflow(c, p);
-        else if (r < 0) /* a CPU without a cache */
-            ebb__arena_free_small(p);
-        return;
-    }
     if (tc->state == EBB_TC_ACTIVE && ebb_tbin_max(&tc->bins[c]) != 0 && !first_call) {
         ebb_tbin_t *b = &tc->bins[c];
         if (b->count < ebb_tbin_max(b)) { /* the bound was lowered and restored */

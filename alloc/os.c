@@ -347,15 +347,12 @@ void *ebb__os_rseq_area(int64_t *offset) {
 }
 
 unsigned ebb__os_cpu_now(void) {
-    if (&__rseq_size != NULL && __rseq_size >= 8) {
-        /* struct rseq: u32 cpu_id_start, u32 cpu_id; cpu_id is (u32)-1 or
-         * -2 while unregistered. */
-        const volatile uint32_t *cpu_id =
-            (const volatile uint32_t *)((char *)thread_pointer() + __rseq_offset + 4);
-        uint32_t id = *cpu_id;
-        if (id < UINT32_MAX - 1)
-            return id;
-    }
+    int64_t off;
+    /* struct rseq: u32 cpu_id_start, u32 cpu_id; cpu_id is (u32)-1 or -2
+     * while unregistered. */
+    const volatile uint32_t *rs = ebb__os_rseq_area(&off);
+    if (rs != NULL && rs[1] < UINT32_MAX - 1)
+        return rs[1];
     int saved = errno;
     int id = sched_getcpu();
     errno = saved;
