@@ -147,22 +147,48 @@ def find_allocators(names, ebbmalloc_lib):
     return found
 
 
-def child_env(preload):
-    env = dict(os.environ)
+# Environment variables that tune an allocator. In a comparison (clean=True)
+# a child gets none from this process's environment, only those its column
+# names, so that a MALLOC_CONF left in a shell never skews one column.
+TUNING_PREFIXES = ("MALLOC_", "EBBMALLOC_", "JE_MALLOC_", "MIMALLOC_", "TCMALLOC_")
+
+
+def child_env(preload, extra=None, clean=False):
+    env = {k: v for k, v in os.environ.items() if not (clean and k.startswith(TUNING_PREFIXES))}
     env.pop("LD_PRELOAD", None)
     if preload:
         env["LD_PRELOAD"] = preload
+    env.update(extra or {})
     return env
 
 
-def run_measured(cmd, preload, stdout, stderr, timeout=None):
-    """Run cmd under the preload; return (exit code, ru_maxrss in KiB, wall
+def add_variant_option(ap):
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=CONF",
+                    help="also run ebbmalloc with EBBMALLOC_CONF=CONF, named NAME (repeatable)")
+
+
+def parse_variants(ap, values, taken):
+    """[(name, conf)] from the --variant values; a name must be new (not in
+    taken, not repeated) and made of letters, digits, - and _."""
+    variants = []
+    for v in values:
+        name, sep, conf = v.partition("=")
+        if not sep or not name or name in taken or name in (n for n, _ in variants) or \
+                not name.replace("-", "").replace("_", "").isalnum():
+            ap.error("--variant %r: want NAME=CONF, NAME new, letters, digits, - and _" % v)
+        variants.append((name, conf))
+    return variants
+
+
+def run_measured(cmd, preload, stdout, stderr, timeout=None, extra_env=None):
+    """Run cmd under the preload and extra_env alone of the allocator
+    settings (child_env's clean); return (exit code, ru_maxrss in KiB, wall
     seconds). ru_maxrss is this child's own (wait4), not the maximum over all
     children, but Linux starts it at this (parent) process's RSS at fork, so
     it is a floor of ~this interpreter's size: prefer the child's own VmHWM
     where it reports it. A negative exit code is the signal that ended it."""
     start = time.monotonic()
-    p = subprocess.Popen(cmd, env=child_env(preload), stdout=stdout, stderr=stderr)
+    p = subprocess.Popen(cmd, env=child_env(preload, extra_env, clean=True), stdout=stdout, stderr=stderr)
     deadline = None if timeout is None else start + timeout
     while True:
         pid, status, usage = os.wait4(p.pid, os.WNOHANG if deadline else 0)
@@ -176,9 +202,10 @@ def run_measured(cmd, preload, stdout, stderr, timeout=None):
     return p.returncode, usage.ru_maxrss, time.monotonic() - start
 
 
-def shell_line(cmd, preload):
+def shell_line(cmd, preload, extra_env=None):
     """The command as one line a person can paste to reproduce a run."""
-    pre = "LD_PRELOAD=%s " % preload if preload else ""
+    pre = "".join("%s=%s " % (k, _quote(v)) for k, v in (extra_env or {}).items())
+    pre += "LD_PRELOAD=%s " % preload if preload else ""
     return pre + " ".join(_quote(str(c)) for c in cmd)
 
 
