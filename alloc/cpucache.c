@@ -36,15 +36,29 @@
  * sequences' stores) there are no CPU caches and those classes go through
  * the thread caches as before.
  *
- * A region is written only by sequences running on its CPU. So an idle
- * region is drained by the background thread moving itself to that CPU
- * (sched_setaffinity) and popping it like any thread there; the purger's
- * scan calls that when a region's count[] did not change for decay_ms / 8.
- * malloc_trim asks the background thread to drain them all and waits for
- * it (background.c); another thread purging drains only the region of
- * the CPU it runs on. After
- * fork the regions are consistent (a sequence interrupted by the fork
- * never committed), so the child keeps them.
+ * Draining (the purger's scan: regions whose count[] did not change for
+ * decay_ms / 8; malloc_trim: all). A region is written only by sequences
+ * running on its CPU, so another thread may touch it only once none can
+ * run there. The drainer
+ *   1. stops the region: count[0] (no class) = 1, which every sequence
+ *      checks after finding its region, and then takes the "no region"
+ *      way out (the caller goes to the arena); set by compare-and-swap,
+ *      the flag keeps two drainers apart too;
+ *   2. fences its CPU with membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ,
+ *      that CPU): a thread of ours in a sequence there is restarted and
+ *      sees the stop; with the barrier, the region's last commits are
+ *      visible here;
+ *   3. empties it with plain loads and stores, and lets it go (count[0] =
+ *      0, a release store).
+ * This is tcmalloc's way. Without the fence (a kernel before 5.10, a
+ * seccomp filter, cpu_cache_fence:false) only the background thread
+ * drains other CPUs' regions: it moves itself to each CPU
+ * (sched_setaffinity) and pops there like any thread; malloc_trim asks it
+ * and waits (background.c). With neither, there are no CPU caches.
+ *
+ * After fork the regions are consistent (a sequence interrupted by the
+ * fork never committed; fork waits for a drain under way, as it takes the
+ * decay lock first), so the child keeps them.
  */
 #include "conf.h"
 #include "internal.h"
@@ -54,8 +68,10 @@
 #define PCPU_BEGIN 64    /* pcpu: uint16_t begin[64] */
 #define PCPU_ROOM 192    /* pcpu: uint16_t room[64] */
 
+#define REGION_STOPPED 0 /* count[0]: nonzero while a drainer has the region */
+
 typedef struct ebb_region_s {
-    uint16_t count[64];     /* written by the sequences on this CPU only */
+    uint16_t count[64];     /* written by the sequences on this CPU only (but count[0]) */
     uint64_t seen_sum;      /* background thread's view: a hash of count[] at its last look */
     uint64_t idle_since_ns; /* ... and since when it has not changed */
     char pad[REGION_SLOTS - 128 - 16];
@@ -81,6 +97,8 @@ _Static_assert(__builtin_offsetof(ebb_pcpu_t, room) == PCPU_ROOM, "pcpu layout")
 static ebb_pcpu_t pcpu;
 /* The first class cached per CPU; EBB_NSMALL + 1: none (CPU caches off). */
 unsigned ebb__cpucache_first = EBB_NSMALL + 1;
+/* Regions can be drained from any CPU (membarrier's rseq fence works). */
+bool ebb__cpucache_fenced;
 
 #if defined(__SANITIZE_THREAD__)
 #define EBB_TSAN 1
@@ -98,7 +116,8 @@ unsigned ebb__cpucache_first = EBB_NSMALL + 1;
  * descriptor (struct rseq_cs: version, flags, start_ip,
  * post_commit_offset, abort_ip) in rseq_cs, and runs from `start` to the
  * committing store; the abort handler after it is preceded by glibc's
- * signature, 0x53053053, and starts again.
+ * signature, 0x53053053, and starts again. A region a drainer has
+ * stopped (count[0] != 0) counts as none.
  *
  * void *ebb__rseq_pop1(const ebb_pcpu_t *pc, size_t c)
  *   the most recently cached object of class c; NULL: none cached;
@@ -128,7 +147,9 @@ unsigned ebb__cpucache_first = EBB_NSMALL + 1;
     "    cmp 16(%rdi), %rax\n"                                                      \
     "    jae .L" #name "_none\n"                                                    \
     "    imul 8(%rdi), %rax\n"                                                      \
-    "    add (%rdi), %rax\n" /* rax = the CPU's region */
+    "    add (%rdi), %rax\n" /* rax = the CPU's region */                          \
+    "    cmpw $0, (%rax)\n"  /* stopped by a drainer: none */                      \
+    "    jne .L" #name "_none\n"
 #define EBB_RSEQ_ABORT(name)                                                        \
     "    .long 0x53053053\n"                                                        \
     ".L" #name "_abort:\n"                                                          \
@@ -281,13 +302,16 @@ static ebb_region_t *region(unsigned i) {
 }
 
 void ebb__cpucache_init(void) {
-    /* Only the background thread can empty another CPU's region. */
-    if (!EBB_HAVE_RSEQ || ebb__opts.cpu_cache_kb == 0 || !ebb__opts.tcache ||
-        !ebb__opts.background_thread)
+    if (!EBB_HAVE_RSEQ || ebb__opts.cpu_cache_kb == 0 || !ebb__opts.tcache)
         return;
     void *rs = ebb__os_rseq_area(&pcpu.rseq_off);
     if (rs == NULL || ((volatile uint32_t *)rs)[1] >= UINT32_MAX - 1)
         return; /* glibc registered no rseq area (before 2.35, or glibc.pthread.rseq=0) */
+    /* Someone must be able to empty another CPU's region: any thread with
+     * the fence, else the background thread. */
+    bool fenced = ebb__opts.cpu_cache_fence && ebb__os_rseq_fence_register();
+    if (!fenced && !ebb__opts.background_thread)
+        return;
     unsigned first = EBB_NSMALL + 1;
     for (unsigned c = EBB_NSMALL; c >= 1 && ebb_class_size(c) > ebb__opts.cpu_cache_min_size; c--)
         first = c;
@@ -311,6 +335,7 @@ void ebb__cpucache_init(void) {
     pcpu.stride = stride;
     pcpu.cap_bytes = full * ebb__os_ncpus();
     pcpu.nregions = n;
+    ebb__cpucache_fenced = fenced;
     ebb__cpucache_first = first;
 }
 
@@ -396,10 +421,45 @@ static size_t region_bytes(const ebb_region_t *r, uint64_t counts[]) {
     return bytes;
 }
 
-/* Move the calling thread (the background thread) to CPU i and empty the
- * region there; false when the process may not run on it. The first move
- * saves the thread's affinity in *home (*moved: saved). */
-static bool drain_on(unsigned i, ebb_cpumask_t *home, bool *moved) {
+/* Empty region i from wherever the caller runs: stop it, fence its CPU,
+ * empty it, let it go (see the top of this file). The stop flag is also
+ * the drainers' lock. false: nothing done (another drainer has the region,
+ * or the fence failed). */
+static bool drain_fenced(unsigned i) {
+    ebb_region_t *r = region(i);
+    uint16_t free_flag = 0;
+    if (!__atomic_compare_exchange_n(&r->count[REGION_STOPPED], &free_flag, 1, false,
+                                     __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
+        return false;
+    if (!ebb__os_rseq_fence(i)) {
+        __atomic_store_n(&r->count[REGION_STOPPED], 0, __ATOMIC_RELEASE);
+        return false;
+    }
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    void *buf[BATCH_MAX];
+    for (unsigned c = ebb__cpucache_first; c <= EBB_NSMALL; c++) {
+        unsigned n = __atomic_load_n(&r->count[c], __ATOMIC_RELAXED);
+        if (n == 0)
+            continue;
+        EBB_CHECK(n <= pcpu.room[c], "CPU cache: a count beyond its room (memory corrupted)");
+        for (unsigned k = 0; k < n; k++)
+            buf[k] = r->slots[pcpu.begin[c] + k];
+        __atomic_store_n(&r->count[c], 0, __ATOMIC_RELAXED);
+        release(c, buf, (long)n);
+    }
+    __atomic_store_n(&r->count[REGION_STOPPED], 0, __ATOMIC_RELEASE);
+    return true;
+}
+
+/* Empty region i: fenced from here, or (may_move: the background thread)
+ * by moving the calling thread to CPU i. The first move saves the
+ * thread's affinity in *home (*moved: saved). false: not done (the
+ * process may not run on CPU i, or nobody may drain it from here). */
+static bool drain_one(unsigned i, bool may_move, ebb_cpumask_t *home, bool *moved) {
+    if (ebb__cpucache_fenced && drain_fenced(i))
+        return true;
+    if (!may_move)
+        return false;
     if (!*moved && !ebb__os_affinity_get(home))
         return false;
     *moved = true;
@@ -415,9 +475,9 @@ static bool drain_on(unsigned i, ebb_cpumask_t *home, bool *moved) {
 
 /* Empty every region (all), or those whose count[] did not change for
  * idle_ns / 8; then, while the regions together hold more than the cap,
- * the fullest ones. The caller is the background thread: it visits each
- * CPU in turn and goes back to its own affinity at the end. */
-static void drain_regions(uint64_t now, uint64_t idle_ns, bool all) {
+ * the fullest ones. Moving from CPU to CPU (may_move), the caller goes
+ * back to its own affinity at the end. Under the decay lock (but for tests). */
+static void drain_regions(uint64_t now, uint64_t idle_ns, bool all, bool may_move) {
     ebb_cpumask_t home, tried;
     memset(&tried, 0, sizeof(tried));
     bool moved = false;
@@ -438,7 +498,7 @@ static void drain_regions(uint64_t now, uint64_t idle_ns, bool all) {
         }
         if (all || idle) {
             tried.bits[i / 64] |= (uint64_t)1 << (i % 64);
-            if (drain_on(i, &home, &moved)) {
+            if (drain_one(i, may_move, &home, &moved)) {
                 r->idle_since_ns = 0;
                 bytes = region_bytes(r, NULL);
             }
@@ -458,7 +518,7 @@ static void drain_regions(uint64_t now, uint64_t idle_ns, bool all) {
         if (best == n)
             break;
         tried.bits[best / 64] |= (uint64_t)1 << (best % 64);
-        if (drain_on(best, &home, &moved)) {
+        if (drain_one(best, may_move, &home, &moved)) {
             size_t left = region_bytes(region(best), NULL);
             total -= total > most - left ? most - left : total;
         }
@@ -470,15 +530,15 @@ static void drain_regions(uint64_t now, uint64_t idle_ns, bool all) {
 void ebb__cpucache_idle_scan(uint64_t now, uint64_t idle_ns, bool may_move) {
     if (pcpu.nregions == 0)
         return;
-    if (may_move)
-        drain_regions(now, idle_ns, false);
+    if (may_move || ebb__cpucache_fenced)
+        drain_regions(now, idle_ns, false, may_move);
 }
 
 void ebb__cpucache_flush_all(bool may_move) {
     if (pcpu.nregions == 0)
         return;
-    if (may_move)
-        drain_regions(0, 0, true);
+    if (may_move || ebb__cpucache_fenced)
+        drain_regions(0, 0, true, may_move);
     else
         drain_here();
 }

@@ -412,6 +412,9 @@ void ebb__tcache_postfork_child(void);
 #define EBB_MAX_CPU_CACHES 4096
 /* Classes >= this are cached per CPU, not per thread (EBB_NSMALL + 1: none). */
 extern unsigned ebb__cpucache_first;
+/* Any thread may empty any CPU's cache (membarrier's rseq fence); else
+ * only the background thread, moving from CPU to CPU. */
+extern bool ebb__cpucache_fenced;
 void ebb__cpucache_init(void);          /* after the options; may leave them off */
 /* The running CPU's most recently cached object of class c; NULL: none
  * cached (refill); (void *)1: the CPU has no cache (use the arena). */
@@ -420,10 +423,12 @@ void *ebb__cpucache_pop(unsigned c);
 long ebb__cpucache_push(unsigned c, void *p);
 void *ebb__cpucache_refill(ebb_arena_t *a, unsigned c); /* one object; NULL: OOM */
 void ebb__cpucache_overflow(unsigned c, void *p); /* half the room back to the slabs, p in */
-/* Empty every CPU's cache, moving the caller from CPU to CPU (may_move:
- * the background thread only), or only the cache of the caller's CPU. */
+/* Empty every CPU's cache: fenced from where the caller runs, or moving
+ * the caller from CPU to CPU (may_move: the background thread only); with
+ * neither, only the cache of the caller's CPU. Under the decay lock but
+ * for tests: fork waits for a drain under way by taking that lock. */
 void ebb__cpucache_flush_all(bool may_move);
-/* Empty the caches unused for idle_ns / 8 (only with may_move). */
+/* Empty the caches unused for idle_ns / 8 (fenced, or with may_move). */
 void ebb__cpucache_idle_scan(uint64_t now, uint64_t idle_ns, bool may_move);
 /* Bytes of free objects held; adds each class's objects to counts[c]
  * unless counts is NULL (racy reads: a statistic). */

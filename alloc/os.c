@@ -346,6 +346,38 @@ void *ebb__os_rseq_area(int64_t *offset) {
     return (char *)thread_pointer() + __rseq_offset;
 }
 
+/* From <linux/membarrier.h>, which older headers lack. */
+#define EBB_MEMBARRIER_CMD_QUERY 0
+#define EBB_MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ (1 << 7)
+#define EBB_MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ (1 << 8)
+#define EBB_MEMBARRIER_CMD_FLAG_CPU (1 << 0)
+
+bool ebb__os_rseq_fence_register(void) {
+#ifdef SYS_membarrier
+    int saved = errno;
+    long cmds = syscall(SYS_membarrier, EBB_MEMBARRIER_CMD_QUERY, 0, 0);
+    bool ok = cmds > 0 && (cmds & EBB_MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ) &&
+              syscall(SYS_membarrier, EBB_MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ, 0, 0) == 0;
+    errno = saved;
+    return ok;
+#else
+    return false;
+#endif
+}
+
+bool ebb__os_rseq_fence(unsigned cpu) {
+#ifdef SYS_membarrier
+    int saved = errno;
+    bool ok = syscall(SYS_membarrier, EBB_MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ,
+                      EBB_MEMBARRIER_CMD_FLAG_CPU, (int)cpu) == 0;
+    errno = saved;
+    return ok;
+#else
+    (void)cpu;
+    return false;
+#endif
+}
+
 unsigned ebb__os_cpu_now(void) {
     int64_t off;
     /* struct rseq: u32 cpu_id_start, u32 cpu_id; cpu_id is (u32)-1 or -2

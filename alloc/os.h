@@ -72,6 +72,12 @@ bool ebb__os_affinity_get(ebb_cpumask_t *m); /* the calling thread's */
 bool ebb__os_affinity_set(const ebb_cpumask_t *m);
 /* The thread's rseq area (struct rseq, registered by glibc 2.35+), or NULL. */
 void *ebb__os_rseq_area(int64_t *offset);
+/* membarrier's rseq fence (Linux 5.10+): register the process for it
+ * (once; a forked child inherits it), then restart whatever restartable
+ * sequence a thread of the process is in on that CPU, with a full memory
+ * barrier there. false: not available (older kernel, seccomp). */
+bool ebb__os_rseq_fence_register(void);
+bool ebb__os_rseq_fence(unsigned cpu);
 
 /* Read the cgroup quota alone: returns 0 when there is none, else the
  * number of CPUs the quota allows, rounded up. For tests. */

@@ -65,7 +65,8 @@ EBB_EXPORT size_t ebb_purge(void) {
     if (!ebb_init())
         return 0;
     ebb_thread_flush();
-    ebb__background_drain_cpus((uint64_t)1000 * 1000 * 1000); /* CPU caches: 1 s at most */
+    if (!ebb__cpucache_fenced) /* only the background thread can empty other CPUs' caches */
+        ebb__background_drain_cpus((uint64_t)1000 * 1000 * 1000); /* 1 s at most */
     return ebb__decay_purge_all();
 }
 

@@ -2,14 +2,19 @@
  * CPU caches under what interrupts their restartable sequences: more
  * threads than CPUs (preemption), threads moving themselves from CPU to
  * CPU (migration), a signal every 50 us to every thread, blocks handed
- * between threads, and -- with decay_ms:1 (set by ctest) -- a background
- * thread that keeps visiting each CPU to drain the caches nobody uses.
+ * between threads, a thread calling malloc_trim (which empties every
+ * CPU's cache) every 200 us, and -- with decay_ms:1 (set by ctest) -- a
+ * background thread that drains the caches nobody uses. ctest runs it
+ * with each way of draining another CPU's cache: fenced from anywhere
+ * (default), by the background thread moving there (cpu_cache_fence:false),
+ * and without a background thread.
  * Sizes 1-32 KiB, the classes cached per CPU. Every block carries its
  * size and tag, checked on free: a sequence that committed twice, or lost
  * its commit, hands one block to two owners and shows up here.
  */
 #include "stress_util.h"
 
+#include <malloc.h>
 #include <sched.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -31,7 +36,7 @@ static _Atomic(tu_block_t *) shared[SHARED];
 static cpu_set_t allowed;
 static atomic_bool stop_signals;
 static atomic_int workers_done; /* workers stay alive until the signals stop */
-static atomic_ulong signals_seen;
+static atomic_ulong signals_seen, trims;
 static pthread_t workers[THREADS];
 
 static void on_signal(int sig) {
@@ -93,6 +98,17 @@ static void *signaller(void *arg) {
     return NULL;
 }
 
+static void *trimmer(void *arg) {
+    (void)arg;
+    struct timespec nap = {0, 200 * 1000};
+    while (!atomic_load(&stop_signals)) {
+        malloc_trim(0);
+        atomic_fetch_add_explicit(&trims, 1, memory_order_relaxed);
+        nanosleep(&nap, NULL);
+    }
+    return NULL;
+}
+
 static void test_sequences_survive_interruptions(void **state) {
     (void)state;
     seed = tu_seed(0xc0ffee);
@@ -108,14 +124,16 @@ static void test_sequences_survive_interruptions(void **state) {
         ids[i] = i;
         assert_int_equal(pthread_create(&workers[i], NULL, worker, &ids[i]), 0);
     }
-    pthread_t sig;
+    pthread_t sig, trim;
     assert_int_equal(pthread_create(&sig, NULL, signaller, NULL), 0);
+    assert_int_equal(pthread_create(&trim, NULL, trimmer, NULL), 0);
     while (atomic_load(&workers_done) < THREADS) {
         struct timespec nap = {0, 1000 * 1000};
         nanosleep(&nap, NULL);
     }
     atomic_store(&stop_signals, true);
     pthread_join(sig, NULL);
+    pthread_join(trim, NULL);
     for (size_t i = 0; i < THREADS; i++)
         pthread_join(workers[i], NULL);
     for (size_t s = 0; s < SHARED; s++) {
@@ -123,8 +141,10 @@ static void test_sequences_survive_interruptions(void **state) {
         if (b != NULL)
             tu_block_free(b);
     }
-    fprintf(stderr, "%lu signals delivered\n", (unsigned long)atomic_load(&signals_seen));
+    fprintf(stderr, "%lu signals delivered, %lu trims\n", (unsigned long)atomic_load(&signals_seen),
+            (unsigned long)atomic_load(&trims));
     assert_true(atomic_load(&signals_seen) > 0);
+    assert_true(atomic_load(&trims) > 0);
     assert_int_equal(atomic_load(&tu_failures), 0);
 }
 

@@ -1,10 +1,12 @@
 /* CPU caches: objects above cpu_cache_min_size are cached per CPU, not per
  * thread; a thread on the same CPU reuses them; bins stay within their
  * bound; an idle cache is flushed by the purger's scan, all of them by a
- * purge; objects of 1 KiB or less still go through the thread caches.
- * Run with a long decay, so that the background thread leaves the caches
- * to the tests' own scans (and again with cpu_cache_kb:0, where only the
- * tests that do not need CPU caches run). */
+ * purge, from whichever CPU; objects of 1 KiB or less still go through the
+ * thread caches. Run with a long decay, so that the background thread
+ * leaves the caches to the tests' own scans; again without the fence
+ * (cpu_cache_fence:false: the background thread drains by moving to each
+ * CPU), without a background thread (fenced drains only), and with
+ * cpu_cache_kb:0, where only the tests that do not need CPU caches run. */
 #include <pthread.h>
 #include <sched.h>
 
@@ -15,7 +17,8 @@
 static bool cpu_caches_on(void) { return ebb__cpucache_first <= EBB_NSMALL; }
 
 /* Where the CPU caches must be on: x86-64 outside ThreadSanitizer, glibc's
- * rseq area registered, and the options asking for them. */
+ * rseq area registered, the options asking for them, and someone able to
+ * drain another CPU's cache (the fence, or the background thread). */
 static bool cpu_caches_expected(void) {
 #if defined(__x86_64__) && !defined(__SANITIZE_THREAD__)
 #if defined(__has_feature)
@@ -26,7 +29,8 @@ static bool cpu_caches_expected(void) {
     int64_t off;
     void *rs = ebb__os_rseq_area(&off);
     return rs != NULL && ((volatile uint32_t *)rs)[1] < UINT32_MAX - 1 &&
-           ebb__opts.cpu_cache_kb != 0 && ebb__opts.tcache && ebb__opts.background_thread;
+           ebb__opts.cpu_cache_kb != 0 && ebb__opts.tcache &&
+           (ebb__opts.background_thread || (ebb__opts.cpu_cache_fence && ebb__os_rseq_fence_register()));
 #else
     return false;
 #endif
@@ -172,18 +176,12 @@ static void *fill_on_cpu(void *arg) {
     return NULL;
 }
 
-/* ebb_purge (malloc_trim) from one CPU empties every CPU's cache: it has
- * the background thread move to each in turn, and waits for it. */
-static void test_purge_drains_every_cpu(void **state) {
-    (void)state;
-    require_cpu_caches(true);
-    ebb__background_maybe_start();
-    if (!ebb__background_running())
-        skip();
+/* Another CPU the test's thread may run on than the one it runs on (it
+ * is pinned there); the same one where there is none. */
+static unsigned other_cpu(void) {
     cpu_set_t all;
     assert_int_equal(sched_getaffinity(0, sizeof(all), &all), 0);
     unsigned here = ebb__os_cpu_now(), other = here;
-    /* The test's thread is pinned; any CPU of the machine will do. */
     for (unsigned cpu = 0; cpu < ebb__os_cpu_ids() && other == here; cpu++) {
         cpu_set_t one;
         CPU_ZERO(&one);
@@ -192,6 +190,19 @@ static void test_purge_drains_every_cpu(void **state) {
             other = cpu;
     }
     assert_int_equal(sched_setaffinity(0, sizeof(all), &all), 0);
+    return other;
+}
+
+/* ebb_purge (malloc_trim) from one CPU empties every CPU's cache: fenced
+ * from here, or by having the background thread move to each in turn
+ * (and waiting for it). */
+static void test_purge_drains_every_cpu(void **state) {
+    (void)state;
+    require_cpu_caches(true);
+    ebb__background_maybe_start();
+    if (!ebb__cpucache_fenced && !ebb__background_running())
+        skip();
+    unsigned here = ebb__os_cpu_now(), other = other_cpu();
     if (other == here)
         skip(); /* one CPU only */
     pthread_t t;
@@ -200,6 +211,39 @@ static void test_purge_drains_every_cpu(void **state) {
     alloc_then_free(4000, 8);
     assert_true(ebb__cpucache_cached(NULL) >= 2 * 4096);
     ebb_purge();
+    assert_int_equal(ebb__cpucache_cached(NULL), 0);
+}
+
+/* With the fence, any thread empties another CPU's cache: the purger's
+ * scan (an idle one) and a flush of all, from a thread pinned elsewhere
+ * and not allowed to move. */
+static void test_fenced_drain_from_another_cpu(void **state) {
+    (void)state;
+    require_cpu_caches(true);
+    if (!ebb__cpucache_fenced)
+        skip();
+    unsigned here = ebb__os_cpu_now(), other = other_cpu();
+    if (other == here)
+        skip(); /* one CPU only */
+    ebb__cpucache_flush_all(false);
+    assert_int_equal(ebb__cpucache_cached(NULL), 0);
+
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, fill_on_cpu, &other), 0);
+    pthread_join(t, NULL);
+    size_t held = ebb__cpucache_cached(NULL);
+    assert_true(held >= 2 * 4096);
+    uint64_t idle = 800 * MS, now = ebb__os_now_ns();
+    ebb__cpucache_idle_scan(now, idle, false);
+    ebb__cpucache_idle_scan(now + idle / 8, idle, false);
+    assert_int_equal(ebb__cpucache_cached(NULL), 0);
+    assert_int_equal(ebb__os_cpu_now(), here); /* it did not move */
+
+    /* The region, let go, caches again; a flush from here empties it. */
+    assert_int_equal(pthread_create(&t, NULL, fill_on_cpu, &other), 0);
+    pthread_join(t, NULL);
+    assert_int_equal(ebb__cpucache_cached(NULL), held);
+    ebb__cpucache_flush_all(false);
     assert_int_equal(ebb__cpucache_cached(NULL), 0);
 }
 
@@ -237,6 +281,7 @@ int main(void) {
         cmocka_unit_test(test_idle_cache_is_flushed),
         cmocka_unit_test(test_cap_drains_the_fullest),
         cmocka_unit_test(test_purge_drains_every_cpu),
+        cmocka_unit_test(test_fenced_drain_from_another_cpu),
         cmocka_unit_test(test_small_objects_stay_in_the_thread_cache),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
