@@ -148,7 +148,7 @@ bool ebb__cpucache_fenced;
     "    jae .L" #name "_none\n"                                                    \
     "    imul 8(%rdi), %rax\n"                                                      \
     "    add (%rdi), %rax\n" /* rax = the CPU's region */                          \
-    "    cmpw $0, (%rax)\n"  /* stopped by a drainer: none */                      \
+    "    cmpb $0, (%rax)\n"  /* stopped by a drainer (count[0] = 1): none */     \
     "    jne .L" #name "_none\n"
 #define EBB_RSEQ_ABORT(name)                                                        \
     "    .long 0x53053053\n"                                                        \
