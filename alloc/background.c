@@ -32,9 +32,10 @@ __attribute__((constructor)) static void background_ctor(void) {
 }
 
 static __thread bool bg_self;
-/* Requests to drain every CPU's cache now (malloc_trim): only this thread
- * may move from CPU to CPU. A caller takes a ticket and waits until the
- * thread has served it. */
+/* Requests to drain every CPU's cache now (malloc_trim), where the CPU
+ * caches cannot be drained fenced from any thread (cpucache.c): then only
+ * this thread may move from CPU to CPU. A caller takes a ticket and waits
+ * until the thread has served it. */
 static _Atomic uint32_t drain_asked, drain_served;
 
 bool ebb__background_is_self(void) { return bg_self; }
