@@ -83,10 +83,29 @@ static void nonfull_push(ebb_bin_t *b, ebb_span_t *s) {
     if (s->next)
         s->next->prev = s;
     b->nonfull = s;
-    s->on_list = 1;
+    s->on_list = EBB_SLAB_NONFULL;
+}
+
+/* Put s on the list just before at (on the list), or at the head when at
+ * is NULL. */
+static void nonfull_insert_before(ebb_bin_t *b, ebb_span_t *s, ebb_span_t *at) {
+    if (at == NULL) {
+        nonfull_push(b, s);
+        return;
+    }
+    s->next = at;
+    s->prev = at->prev;
+    if (at->prev)
+        at->prev->next = s;
+    else
+        b->nonfull = s;
+    at->prev = s;
+    s->on_list = EBB_SLAB_NONFULL;
 }
 
 static void nonfull_remove(ebb_bin_t *b, ebb_span_t *s) {
+    if (b->purge_next == s)
+        b->purge_next = s->next;
     if (s->prev)
         s->prev->next = s->next;
     else
@@ -244,8 +263,8 @@ static ebb_span_t *slab_put(ebb_bin_t *b, ebb_span_t *s, void *p, unsigned c, ui
     s->nfree++;
     s->free_since_ns = now;
     b->nout--;
-    if (s == b->cur)
-        return NULL;
+    if (s == b->cur || s->on_list == EBB_SLAB_PURGING)
+        return NULL; /* the purge puts it back (or releases it) when done */
     if (s->nfree == s->nobjs) {
         if (s->on_list)
             nonfull_remove(b, s);
@@ -386,12 +405,13 @@ bool ebb__arena_large_resize(ebb_segment_t *seg, void *p, size_t size) {
     return ok;
 }
 
-/* Purge the free pages inside slab s: pages all of whose objects have been
- * free since the cutoff, though other pages of the slab are in use (a
- * long-lived object no longer pins its neighbours' pages). Each page is
- * purged once until it is reused. pre: the bin lock held. */
-static size_t slab_purge_pages(ebb_arena_t *a, ebb_span_t *s, const ebb_class_info_t *ci,
-                               const ebb_purge_policy_t *pol, uint64_t *next_due_ns) {
+/* The free pages inside slab s to purge now: pages all of whose objects
+ * have been free since the cutoff, though other pages of the slab are in
+ * use (a long-lived object no longer pins its neighbours' pages), and not
+ * purged yet (each page is purged once until it is reused). 0: none; a
+ * slab not due yet lowers *next_due_ns. pre: the bin lock held. */
+static uint64_t slab_purge_mask(const ebb_span_t *s, const ebb_class_info_t *ci,
+                                const ebb_purge_policy_t *pol, uint64_t *next_due_ns) {
     if ((size_t)s->nfree * ci->size < EBB_PAGE)
         return 0; /* no page can be wholly free */
     if (!pol->force && s->free_since_ns > pol->cutoff_ns) {
@@ -400,36 +420,97 @@ static size_t slab_purge_pages(ebb_arena_t *a, ebb_span_t *s, const ebb_class_in
             *next_due_ns = due;
         return 0;
     }
+    uint64_t mask = 0;
+    for (unsigned k = 0; k < ci->slab_pages; k++)
+        if (!(s->purged_pages >> k & 1) && slab_page_free(s, k, ci->size))
+            mask |= 1ull << k;
+    return mask;
+}
+
+/* madvise the pages of mask in slab s, a call per run; returns the bytes.
+ * Either under the bin lock, or with s off every list (no object of those
+ * pages can be handed out meanwhile). The pages are in purged_pages. */
+static size_t slab_purge_runs(ebb_arena_t *a, ebb_span_t *s, uint64_t mask) {
     size_t purged = 0;
-    unsigned run = 0;
-    for (unsigned k = 0; k <= ci->slab_pages; k++) {
-        if (k < ci->slab_pages && !(s->purged_pages >> k & 1) && slab_page_free(s, k, ci->size)) {
-            s->purged_pages |= 1ull << k;
-            run++;
-            continue;
-        }
-        if (run == 0)
-            continue;
-        ebb__os_purge((char *)ebb_span_addr(s) + ((size_t)(k - run) << EBB_PAGE_SHIFT),
+    while (mask != 0) {
+        unsigned k = (unsigned)__builtin_ctzll(mask);
+        uint64_t rest = ~(mask >> k);
+        unsigned run = rest != 0 ? (unsigned)__builtin_ctzll(rest) : 64 - k;
+        ebb__os_purge((char *)ebb_span_addr(s) + ((size_t)k << EBB_PAGE_SHIFT),
                       (size_t)run << EBB_PAGE_SHIFT);
         purged += (size_t)run << EBB_PAGE_SHIFT;
         atomic_fetch_add_explicit(&s->seg->arena->slab_purged_pages, run, memory_order_relaxed);
         atomic_fetch_add_explicit(&a->slab_purge_calls, 1, memory_order_relaxed);
-        run = 0;
+        mask &= run == 64 ? 0 : ~(((1ull << run) - 1) << k);
     }
     return purged;
 }
 
+#define SLAB_PURGE_BATCH 32
+
+/* Purge the free pages inside the slabs of bin c, as the page heap does
+ * its spans: under the lock, take up to SLAB_PURGE_BATCH slabs with pages
+ * to purge off the non-full list (EBB_SLAB_PURGING: nothing is carved from
+ * them, frees into them only set bits); without the lock, madvise; under
+ * the lock again, put them back where the walk is (not at the head, where
+ * the bin carves first), or release those that became wholly free. So threads of this class never wait behind an madvise (malloc_trim
+ * of 64 MiB of such slabs held the lock for 25-35 ms). The current slab
+ * is purged in place. */
 static size_t bin_purge(ebb_arena_t *a, unsigned c, const ebb_purge_policy_t *pol,
                         uint64_t *next_due_ns) {
     const ebb_class_info_t *ci = &ebb__classes[c];
     ebb_bin_t *b = &a->bins[c];
     size_t purged = 0;
     ebb_lock(&b->lock);
-    for (ebb_span_t *s = b->nonfull; s != NULL; s = s->next)
-        purged += slab_purge_pages(a, s, ci, pol, next_due_ns);
-    if (b->cur != NULL)
-        purged += slab_purge_pages(a, b->cur, ci, pol, next_due_ns);
+    if (b->cur != NULL) {
+        uint64_t m = slab_purge_mask(b->cur, ci, pol, next_due_ns);
+        b->cur->purged_pages |= m;
+        purged += slab_purge_runs(a, b->cur, m);
+    }
+    b->purge_next = b->nonfull;
+    while (b->purge_next != NULL && !atomic_load(&ebb__purge_yield)) {
+        ebb_span_t *batch[SLAB_PURGE_BATCH];
+        uint64_t masks[SLAB_PURGE_BATCH];
+        int n = 0;
+        ebb_span_t *s = b->purge_next;
+        while (s != NULL && n < SLAB_PURGE_BATCH) {
+            ebb_span_t *next = s->next;
+            uint64_t m = slab_purge_mask(s, ci, pol, next_due_ns);
+            if (m != 0) {
+                nonfull_remove(b, s);
+                s->on_list = EBB_SLAB_PURGING;
+                s->purged_pages |= m;
+                masks[n] = m;
+                batch[n++] = s;
+            }
+            s = next;
+        }
+        b->purge_next = s;
+        if (n == 0)
+            break;
+        ebb_unlock(&b->lock);
+        for (int k = 0; k < n; k++)
+            purged += slab_purge_runs(a, batch[k], masks[k]);
+        ebb_lock(&b->lock);
+        ebb_span_t *empties = NULL;
+        for (int k = 0; k < n; k++) {
+            s = batch[k];
+            s->on_list = 0;
+            if (s->nfree == s->nobjs) { /* its last objects came back meanwhile */
+                b->nslabs--;
+                s->next = empties;
+                empties = s;
+            } else { /* behind the walk: the bin carves resident slabs first */
+                nonfull_insert_before(b, s, b->purge_next);
+            }
+        }
+        if (empties != NULL) {
+            ebb_unlock(&b->lock);
+            release_slabs(a, empties);
+            ebb_lock(&b->lock);
+        }
+    }
+    b->purge_next = NULL;
     ebb_unlock(&b->lock);
     return purged;
 }

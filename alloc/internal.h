@@ -175,7 +175,7 @@ struct ebb_span_s {
     uint32_t npages;
     uint8_t kind;
     uint8_t sclass;
-    uint8_t on_list;          /* slab: on the bin's non-full list */
+    uint8_t on_list;          /* slab: EBB_SLAB_NONFULL, _PURGING (off every list), or 0 */
     uint8_t zeroed;           /* large: memory known to be zero at alloc */
     uint8_t muzzy;            /* free: dirty pages were MADV_FREEd (stage 1) */
     uint16_t nfree;           /* slab: free objects */
@@ -292,10 +292,13 @@ void ebb__heap_mark(ebb_span_t *s, uint8_t kind, uint8_t sclass);
 bool ebb__heap_is_valid(ebb_heap_t *h);
 
 /* ---- arenas (arena.c) ---------------------------------------------- */
+enum { EBB_SLAB_NONFULL = 1, EBB_SLAB_PURGING = 2 }; /* a slab's on_list */
+
 typedef struct ebb_bin_s {
     ebb_lock_t lock;
     ebb_span_t *cur;       /* slab being carved */
     ebb_span_t *nonfull;   /* other slabs with free objects (doubly linked) */
+    ebb_span_t *purge_next; /* the purge's place in nonfull while it has the lock dropped */
     size_t nslabs;
     size_t nout;           /* objects out of slabs (in use or in caches) */
     uint64_t nrefills, nflushes;

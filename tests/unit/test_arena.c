@@ -1,8 +1,11 @@
 /* Arenas, slabs and thread caches through the ebb_ API of the internal
  * build: cross-thread return to the owning arena, slab release, the
- * release-mode checks against double and invalid frees, and the summary. */
+ * release-mode checks against double and invalid frees, the summary, and
+ * the purge of free pages inside slabs racing the bin's users. */
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <fcntl.h>
@@ -220,6 +223,103 @@ static void test_group_shares_pages(void **state) {
     ebb_unlock(&lead->heap.lock);
 }
 
+/* The purge of free pages inside slabs leaves the bin open: it takes the
+ * slabs it madvises off the bin's lists and drops the lock meanwhile.
+ * While one thread force-purges arena 0 over and over, another carves
+ * objects of the same class out of its slabs one at a time and gives each
+ * back 2048 objects later (at the bins: no cache between), so frees
+ * trickle into slabs the purge has out; each object carries a mark. An
+ * object carved from a page being purged would lose its mark. Marking the
+ * slabs the purge has out as off every list (so a free put one back on
+ * the list while its pages were purged) hung it in a broken list, 3 runs
+ * of 3 (ctest's timeout ends it). */
+enum { PURGE_RACE_OBJS = 2048 };
+static atomic_bool purge_race_stop;
+static atomic_ulong purge_race_bad, purge_race_rounds;
+
+static void *purge_race_worker(void *arg) {
+    ebb_arena_t *a = arg;
+    unsigned c = ebb_size_class(5000);
+    size_t words = ebb_class_size(c) / 8;
+    /* A ring of objects, each given back one at a time some rounds after
+     * it was carved: frees trickle into slabs the purge may have out. */
+    static uint64_t *ring[PURGE_RACE_OBJS];
+    unsigned at = 0;
+    while (!atomic_load(&purge_race_stop)) {
+        uint64_t *o = ring[at];
+        if (o != NULL) {
+            uint64_t want = (uint64_t)(uintptr_t)o ^ 0x5a5a5a5a;
+            if (o[1] != want || o[words - 1] != want)
+                atomic_fetch_add(&purge_race_bad, 1);
+            *(void **)o = NULL;
+            ebb__arena_flush(c, o);
+        }
+        void *p;
+        if (ebb__arena_refill(a, c, &p, 1) == 1) {
+            o = p;
+            o[1] = o[words - 1] = (uint64_t)(uintptr_t)o ^ 0x5a5a5a5a;
+        } else {
+            o = NULL;
+        }
+        ring[at] = o;
+        at = (at + 1) % PURGE_RACE_OBJS;
+        atomic_fetch_add(&purge_race_rounds, 1);
+    }
+    for (unsigned i = 0; i < PURGE_RACE_OBJS; i++)
+        if (ring[i] != NULL) {
+            *(void **)ring[i] = NULL;
+            ebb__arena_flush(c, ring[i]);
+        }
+    return NULL;
+}
+
+static void test_slab_purge_leaves_the_bin_open(void **state) {
+    (void)state;
+    unit_init();
+    ebb_arena_t *a = ebb__arena_get(0);
+    unsigned c = ebb_size_class(5000);
+    assert_true(ebb__classes[c].slab_pages >= 4);
+    /* Slabs with one object in four kept: free pages among used ones. */
+    enum { N = 4096 };
+    static void *keep[N];
+    void *head;
+    assert_int_equal(ebb__arena_refill(a, c, &head, N), N);
+    void *freed = NULL;
+    unsigned nkeep = 0;
+    for (unsigned i = 0; i < N; i++) {
+        void *p = head;
+        head = *(void **)p;
+        if (i % 4 == 0) {
+            keep[nkeep++] = p;
+        } else {
+            *(void **)p = freed;
+            freed = p;
+        }
+    }
+    ebb__arena_flush(c, freed);
+
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, purge_race_worker, a), 0);
+    size_t purged = 0;
+    unsigned long rounds = 0;
+    for (uint64_t end = ebb__os_now_ns() + 300 * 1000 * 1000ull; ebb__os_now_ns() < end; rounds++) {
+        ebb_purge_policy_t pol = ebb__decay_policy(ebb__os_now_ns(), true);
+        pol.keep_dirty_pages = 0;
+        uint64_t next = UINT64_MAX;
+        purged += ebb__arena_purge(a, &pol, &next);
+    }
+    atomic_store(&purge_race_stop, true);
+    pthread_join(t, NULL);
+    fprintf(stderr, "%lu purges (%zu MiB), %lu objects carved and given back, %lu lost\n", rounds, purged >> 20,
+            (unsigned long)atomic_load(&purge_race_rounds), (unsigned long)atomic_load(&purge_race_bad));
+    assert_true(purged > 0 && atomic_load(&purge_race_rounds) > 0);
+    assert_int_equal(atomic_load(&purge_race_bad), 0);
+    for (unsigned i = 0; i < nkeep; i++) {
+        *(void **)keep[i] = i + 1 < nkeep ? keep[i + 1] : NULL;
+    }
+    ebb__arena_flush(c, keep[0]);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_refill_and_cross_thread_flush),
@@ -229,6 +329,7 @@ int main(void) {
         cmocka_unit_test(test_owns),
         cmocka_unit_test(test_spare_segment_moves_between_arenas),
         cmocka_unit_test(test_group_shares_pages),
+        cmocka_unit_test(test_slab_purge_leaves_the_bin_open),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
