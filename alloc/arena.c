@@ -446,16 +446,20 @@ static size_t slab_purge_runs(ebb_arena_t *a, ebb_span_t *s, uint64_t mask) {
     return purged;
 }
 
-#define SLAB_PURGE_BATCH 32
+#define SLAB_PURGE_BATCH 32 /* slabs taken off at once */
+#define SLAB_PURGE_LOOK 256 /* slabs looked at under one hold of the lock */
 
 /* Purge the free pages inside the slabs of bin c, as the page heap does
- * its spans: under the lock, take up to SLAB_PURGE_BATCH slabs with pages
- * to purge off the non-full list (EBB_SLAB_PURGING: nothing is carved from
- * them, frees into them only set bits); without the lock, madvise; under
- * the lock again, put them back where the walk is (not at the head, where
- * the bin carves first), or release those that became wholly free. So threads of this class never wait behind an madvise (malloc_trim
- * of 64 MiB of such slabs held the lock for 25-35 ms). The current slab
- * is purged in place. */
+ * its spans: under the lock, look at up to SLAB_PURGE_LOOK slabs of the
+ * non-full list and take those with pages to purge off it, up to
+ * SLAB_PURGE_BATCH (EBB_SLAB_PURGING: nothing is carved from them, frees
+ * into them only set bits); without the lock, madvise; under the lock
+ * again, put them back where the walk is (not at the head, where the bin
+ * carves first), or release those that became wholly free. So a thread of
+ * this class never waits behind an madvise, nor behind a long walk: with
+ * the walk and the madvise calls under one hold of the lock, a malloc
+ * waited up to 44 ms behind malloc_trim (bench/purge_stall.c). The
+ * current slab is purged in place. */
 static size_t bin_purge(ebb_arena_t *a, unsigned c, const ebb_purge_policy_t *pol,
                         uint64_t *next_due_ns) {
     const ebb_class_info_t *ci = &ebb__classes[c];
@@ -473,7 +477,7 @@ static size_t bin_purge(ebb_arena_t *a, unsigned c, const ebb_purge_policy_t *po
         uint64_t masks[SLAB_PURGE_BATCH];
         int n = 0;
         ebb_span_t *s = b->purge_next;
-        while (s != NULL && n < SLAB_PURGE_BATCH) {
+        for (int seen = 0; s != NULL && n < SLAB_PURGE_BATCH && seen < SLAB_PURGE_LOOK; seen++) {
             ebb_span_t *next = s->next;
             uint64_t m = slab_purge_mask(s, ci, pol, next_due_ns);
             if (m != 0) {
@@ -486,9 +490,11 @@ static size_t bin_purge(ebb_arena_t *a, unsigned c, const ebb_purge_policy_t *po
             s = next;
         }
         b->purge_next = s;
-        if (n == 0)
-            break;
-        ebb_unlock(&b->lock);
+        ebb_unlock(&b->lock); /* the bin's users get in between batches */
+        if (n == 0) {
+            ebb_lock(&b->lock);
+            continue;
+        }
         for (int k = 0; k < n; k++)
             purged += slab_purge_runs(a, batch[k], masks[k]);
         ebb_lock(&b->lock);
