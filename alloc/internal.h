@@ -261,6 +261,8 @@ typedef struct ebb_heap_s {
     uint64_t peak_since_ns;     /* decay.c starts a period each decay_ms */
     size_t meta_bytes;          /* span structs taken from base for this heap */
     bool kicked;                /* the purger was woken for the cap */
+    unsigned purge_list;        /* the purge's place (list, span) while it has the lock dropped */
+    ebb_span_t *purge_next;
 } ebb_heap_t;
 
 void ebb__heap_init(ebb_heap_t *h);

@@ -43,6 +43,8 @@ static void list_insert(ebb_heap_t *h, ebb_span_t *s) {
 
 static void list_remove(ebb_heap_t *h, ebb_span_t *s) {
     unsigned i = s->list_idx;
+    if (h->purge_next == s)
+        h->purge_next = s->next;
     if (s->prev)
         s->prev->next = s->next;
     else
@@ -312,7 +314,10 @@ static void absorb(ebb_heap_t *h, ebb_span_t *lo, ebb_span_t *hi) {
 
 /* Put a free, off-list span on its list, merged with its free neighbours;
  * a span that now covers a whole segment is a spare, or is unmapped. */
-static void insert_coalesced(ebb_heap_t *h, ebb_span_t *s) {
+/* Put free span s on its list, merged with free neighbours; returns the
+ * span it became part of, or NULL when that was a whole segment and went
+ * back to the OS. */
+static ebb_span_t *insert_coalesced(ebb_heap_t *h, ebb_span_t *s) {
     ebb_segment_t *seg = s->seg;
     if (s->first > EBB_SEG_FIRST_PAGE) {
         ebb_span_t *p = seg->spans[s->first - 1];
@@ -333,11 +338,14 @@ static void insert_coalesced(ebb_heap_t *h, ebb_span_t *s) {
     set_bounds(s);
     list_insert(h, s);
     if (s->npages == SEG_USABLE) {
-        if (h->nspare < EBB_HEAP_SPARE_MAX || ebb__heap_retain)
+        if (h->nspare < EBB_HEAP_SPARE_MAX || ebb__heap_retain) {
             spares_add(h, 1);
-        else
+        } else {
             segment_release(h, s);
+            return NULL;
+        }
     }
+    return s;
 }
 
 void ebb__heap_free(ebb_heap_t *h, ebb_span_t *s) {
@@ -416,45 +424,67 @@ static bool purge_due(const ebb_span_t *s, const ebb_purge_policy_t *pol) {
     return s->free_since_ns <= (s->muzzy ? pol->muzzy_cutoff_ns : pol->cutoff_ns);
 }
 
-#define PURGE_BATCH 32
+#define PURGE_BATCH 32 /* spans taken off at once */
+#define PURGE_LOOK 256 /* spans looked at under one hold of the lock */
 
-/* The purge runs in batches: under the lock, take up to PURGE_BATCH due
- * spans off their lists (kind PURGING: no one allocates or merges them);
- * without the lock, madvise them; under the lock again, put them back
- * clean. Allocating threads never wait behind an madvise. */
+/* The next span of the purge's walk over the free lists (its place is kept
+ * in the heap, and list_remove moves it on), or NULL at the end.
+ * pre: h->lock held. */
+static ebb_span_t *purge_walk(ebb_heap_t *h) {
+    while (h->purge_next == NULL) {
+        if (h->purge_list >= EBB_HEAP_NLISTS)
+            return NULL;
+        h->purge_list = next_nonempty(h, h->purge_list + 1);
+        if (h->purge_list < EBB_HEAP_NLISTS)
+            h->purge_next = h->lists[h->purge_list];
+    }
+    ebb_span_t *s = h->purge_next;
+    h->purge_next = s->next;
+    return s;
+}
+
+/* The purge runs in batches: under the lock, look at up to PURGE_LOOK
+ * spans and take the due ones off their lists, up to PURGE_BATCH (kind
+ * PURGING: no one allocates or merges them); without the lock, madvise
+ * them; under the lock again, put them back clean. The walk goes on from
+ * where it was; a span put back that merged with a due dirty neighbour
+ * may land behind it, so then the walk starts over (4 passes at most).
+ * Allocating threads never wait behind an madvise, nor behind a long
+ * walk: restarting the walk after each batch, as the first version did,
+ * made malloc_trim of 6,500 free spans take 0.2-1.2 s. */
 size_t ebb__heap_purge(ebb_heap_t *h, const ebb_purge_policy_t *pol, uint64_t *next_due_ns) {
     size_t purged = 0;
     uint64_t next = UINT64_MAX;
-    for (int rounds = 0; rounds < 1 << 16 && !atomic_load(&ebb__purge_yield); rounds++) {
+    ebb_lock(&h->lock);
+    h->purge_list = next_nonempty(h, 0);
+    h->purge_next = h->purge_list < EBB_HEAP_NLISTS ? h->lists[h->purge_list] : NULL;
+    int passes = 1;
+    bool again = false; /* a purged span merged into a due one, maybe behind the walk */
+    for (int rounds = 0; rounds < 1 << 20 && !atomic_load(&ebb__purge_yield); rounds++) {
         ebb_span_t *batch[PURGE_BATCH];
         bool lazy[PURGE_BATCH];
         int n = 0;
-        ebb_lock(&h->lock);
-        for (unsigned i = next_nonempty(h, 0); i < EBB_HEAP_NLISTS && n < PURGE_BATCH;
-             i = next_nonempty(h, i + 1)) {
-            for (ebb_span_t *s = h->lists[i], *nx; s && n < PURGE_BATCH; s = nx) {
-                nx = s->next;
-                bool over_cap = h->dirty_pages > pol->keep_dirty_pages;
-                if (!purge_due(s, pol) && !(over_cap && s->ndirty)) {
-                    if (s->ndirty) {
-                        uint64_t due = s->free_since_ns + (s->muzzy ? pol->muzzy_ns : pol->decay_ns);
-                        if (due < next)
-                            next = due;
-                    }
-                    continue;
+        ebb_span_t *s = NULL;
+        for (int seen = 0; n < PURGE_BATCH && seen < PURGE_LOOK && (s = purge_walk(h)) != NULL; seen++) {
+            bool over_cap = h->dirty_pages > pol->keep_dirty_pages;
+            if (!purge_due(s, pol) && !(over_cap && s->ndirty)) {
+                if (s->ndirty) {
+                    uint64_t due = s->free_since_ns + (s->muzzy ? pol->muzzy_ns : pol->decay_ns);
+                    if (due < next)
+                        next = due;
                 }
-                list_remove(h, s);
-                if (s->npages == SEG_USABLE)
-                    spares_add(h, -1);
-                s->kind = EBB_SPAN_PURGING;
-                /* Two stages when muzzy decay is on: MADV_FREE, then DONTNEED. */
-                lazy[n] = pol->muzzy_ns != 0 && !s->muzzy && !pol->force && !over_cap;
-                batch[n++] = s;
+                continue;
             }
+            list_remove(h, s);
+            if (s->npages == SEG_USABLE)
+                spares_add(h, -1);
+            s->kind = EBB_SPAN_PURGING;
+            /* Two stages when muzzy decay is on: MADV_FREE, then DONTNEED. */
+            lazy[n] = pol->muzzy_ns != 0 && !s->muzzy && !pol->force && !over_cap;
+            batch[n++] = s;
         }
-        ebb_unlock(&h->lock);
-        if (n == 0)
-            break;
+        bool walked = s == NULL;
+        ebb_unlock(&h->lock); /* allocating threads get in between batches */
         size_t bytes = 0, calls = 0;
         for (int k = 0; k < n; k++) {
             void *addr = (void *)ebb_span_addr(batch[k]);
@@ -469,7 +499,7 @@ size_t ebb__heap_purge(ebb_heap_t *h, const ebb_purge_policy_t *pol, uint64_t *n
         }
         ebb_lock(&h->lock);
         for (int k = 0; k < n; k++) {
-            ebb_span_t *s = batch[k];
+            s = batch[k];
             s->kind = EBB_SPAN_FREE;
             if (lazy[k]) {
                 s->muzzy = 1;
@@ -478,13 +508,32 @@ size_t ebb__heap_purge(ebb_heap_t *h, const ebb_purge_policy_t *pol, uint64_t *n
                 s->muzzy = 0;
                 s->ndirty = 0;
             }
-            insert_coalesced(h, s);
+            /* Where the walk is past it, say when it (or what it merged
+             * into) falls due. */
+            s = insert_coalesced(h, s);
+            if (s != NULL && s->ndirty) {
+                if (purge_due(s, pol) || h->dirty_pages > pol->keep_dirty_pages)
+                    again = true;
+                uint64_t due = s->free_since_ns + (s->muzzy ? pol->muzzy_ns : pol->decay_ns);
+                if (due < next)
+                    next = due;
+            }
         }
         h->purged_bytes += bytes;
         h->purge_calls += calls;
-        ebb_unlock(&h->lock);
         purged += bytes;
+        if (walked) {
+            if (!again || passes == 4)
+                break;
+            /* Once more from the start, for what merged behind the walk. */
+            passes++;
+            again = false;
+            h->purge_list = next_nonempty(h, 0);
+            h->purge_next = h->purge_list < EBB_HEAP_NLISTS ? h->lists[h->purge_list] : NULL;
+        }
     }
+    h->purge_next = NULL;
+    ebb_unlock(&h->lock);
     if (next_due_ns && next < *next_due_ns)
         *next_due_ns = next;
     return purged;

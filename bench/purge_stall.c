@@ -13,8 +13,9 @@
  *
  *   ebb_purge_stall [MIB [SIZE [KEEP]]]      defaults 256 5120 4
  *
- * Prints one line: the trim's time, and the worker's malloc latency before
- * and during the trim (maximum, and how many took over 100 us).
+ * Prints one line: the trim's time, the RSS before and after it, and the
+ * worker's malloc latency before and during the trim (maximum, and how
+ * many took over 100 us).
  */
 #define _GNU_SOURCE
 #include <malloc.h>
@@ -64,6 +65,19 @@ static void *worker(void *arg) {
     return NULL;
 }
 
+/* This process's resident set, MiB (VmRSS); -1 if unreadable. */
+static double rss_mib(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    double kib = -1;
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL)
+        if (strncmp(line, "VmRSS:", 6) == 0)
+            kib = strtod(line + 6, NULL);
+    if (f != NULL)
+        fclose(f);
+    return kib < 0 ? -1 : kib / 1024;
+}
+
 static void nap_ms(long ms) {
     struct timespec t = {ms / 1000, (ms % 1000) * 1000000L};
     nanosleep(&t, NULL);
@@ -98,16 +112,19 @@ int main(int argc, char **argv) {
     while (!atomic_load(&started))
         nap_ms(1);
     nap_ms(200);
+    double rss0 = rss_mib();
     atomic_store(&phase, 1);
     uint64_t t0 = now_ns();
     int released = malloc_trim(0);
     uint64_t trim = now_ns() - t0;
     atomic_store(&stop, true);
     pthread_join(t, NULL);
-    printf("%zu MiB of %zu-byte objects, 1 in %zu kept (%zu): malloc_trim %d in %.1f ms; worker malloc "
-           "before: max %.1f us, %lu of %lu over 100 us; during: max %.1f us, %lu of %lu over 100 us\n",
-           mib, size, keep, kept, released, trim / 1e6, worst[0] / 1e3, (unsigned long)slow[0],
-           (unsigned long)ops[0], worst[1] / 1e3, (unsigned long)slow[1], (unsigned long)ops[1]);
+    printf("%zu MiB of %zu-byte objects, 1 in %zu kept (%zu): malloc_trim %d in %.1f ms, RSS %.0f -> %.0f MiB; "
+           "worker malloc before: max %.1f us, %lu of %lu over 100 us; during: max %.1f us, %lu of %lu "
+           "over 100 us\n",
+           mib, size, keep, kept, released, trim / 1e6, rss0, rss_mib(), worst[0] / 1e3,
+           (unsigned long)slow[0], (unsigned long)ops[0], worst[1] / 1e3, (unsigned long)slow[1],
+           (unsigned long)ops[1]);
     for (size_t i = 0; i < n; i += keep)
         free(v[i]);
     free(v);

@@ -224,7 +224,8 @@ static void test_group_shares_pages(void **state) {
 }
 
 /* The purge of free pages inside slabs leaves the bin open: it takes the
- * slabs it madvises off the bin's lists and drops the lock meanwhile.
+ * slabs it madvises off the bin's lists and drops the lock meanwhile (and
+ * the page heap's purge its lock, with large objects coming and going).
  * While one thread force-purges arena 0 over and over, another carves
  * objects of the same class out of its slabs one at a time and gives each
  * back 2048 objects later (at the bins: no cache between), so frees
@@ -263,6 +264,20 @@ static void *purge_race_worker(void *arg) {
         }
         ring[at] = o;
         at = (at + 1) % PURGE_RACE_OBJS;
+        /* And a large object now and then: spans come and go on the page
+         * heap's lists while its purge walks them with the lock dropped. */
+        if (at % 16 == 0) {
+            size_t len = 40000 + (size_t)(at / 16 % 8) * 4096;
+            uint64_t *big = ebb_malloc(len);
+            if (big == NULL) {
+                atomic_fetch_add(&purge_race_bad, 1);
+            } else {
+                big[0] = big[len / 8 - 1] = (uint64_t)(uintptr_t)big;
+                if (big[0] != (uint64_t)(uintptr_t)big || big[len / 8 - 1] != big[0])
+                    atomic_fetch_add(&purge_race_bad, 1);
+                ebb_free(big);
+            }
+        }
         atomic_fetch_add(&purge_race_rounds, 1);
     }
     for (unsigned i = 0; i < PURGE_RACE_OBJS; i++)
