@@ -235,6 +235,7 @@ static void release_slabs(ebb_arena_t *a, ebb_span_t *empties) {
         ebb__heap_free(&pa->heap, s);
     }
     ebb_unlock(&pa->heap.lock);
+    ebb__heap_unmap_released(false);
 }
 
 /* The slab that holds p, an object of class c. */
@@ -375,6 +376,7 @@ void ebb__arena_free_large(ebb_segment_t *seg, void *p) {
     a->large_nfree++;
     ebb__heap_free(&a->heap, s);
     ebb_unlock(&a->heap.lock);
+    ebb__heap_unmap_released(false);
 }
 
 size_t ebb__arena_large_usable(ebb_segment_t *seg, const void *p) {
@@ -402,6 +404,7 @@ bool ebb__arena_large_resize(ebb_segment_t *seg, void *p, size_t size) {
         a->large_allocated += npages << EBB_PAGE_SHIFT;
     }
     ebb_unlock(&a->heap.lock);
+    ebb__heap_unmap_released(false);
     return ok;
 }
 

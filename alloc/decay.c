@@ -86,6 +86,7 @@ static uint64_t decay_round(uint64_t now, bool force, size_t *purged) {
         ebb_unlock(&a->heap.lock);
         bytes += ebb__arena_purge(a, &pol, &next);
     }
+    ebb__heap_unmap_released(true); /* whatever the free paths left waiting */
     bytes += ebb__huge_cache_expire(force ? UINT64_MAX : pol.cutoff_ns, pol.decay_ns, &next);
     ebb__tcache_idle_scan(now, pol.decay_ns);
     if (bytes)

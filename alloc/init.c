@@ -39,6 +39,7 @@ static void prefork(void) {
     ebb__decay_prefork();
     ebb__tcache_prefork();
     ebb__arenas_prefork();
+    ebb__heap_prefork();
     ebb__huge_prefork();
     ebb__base_prefork();
 }
@@ -48,6 +49,7 @@ static void postfork_parent(void) {
         return;
     ebb__base_postfork_parent();
     ebb__huge_postfork_parent();
+    ebb__heap_postfork_parent();
     ebb__arenas_postfork_parent();
     ebb__tcache_postfork_parent();
     ebb__decay_postfork_parent();
@@ -59,6 +61,7 @@ static void postfork_child(void) {
         return;
     ebb__base_postfork_child();
     ebb__huge_postfork_child();
+    ebb__heap_postfork_child();
     ebb__arenas_postfork_child();
     ebb__tcache_postfork_child();
     ebb__decay_postfork_child();

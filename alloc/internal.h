@@ -269,8 +269,16 @@ void ebb__heap_init(ebb_heap_t *h);
 /* pre: h->lock held. Returns a span of npages (kind/class set by caller via
  * ebb__heap_mark), or NULL when out of memory. align_pages: power of two. */
 ebb_span_t *ebb__heap_alloc(ebb_heap_t *h, ebb_arena_t *a, size_t npages, size_t align_pages);
-/* pre: h->lock held. Returns span's pages to the heap, coalescing. */
+/* pre: h->lock held. Returns span's pages to the heap, coalescing. A
+ * segment that became wholly free beyond the spares is given up: the
+ * caller calls ebb__heap_unmap_released once it has dropped the lock. */
 void ebb__heap_free(ebb_heap_t *h, ebb_span_t *s);
+/* Unmap the segments heaps gave up (no heap lock held): as many as the
+ * calling thread gave up, or (all: the purger) every one. */
+void ebb__heap_unmap_released(bool all);
+void ebb__heap_prefork(void);
+void ebb__heap_postfork_parent(void);
+void ebb__heap_postfork_child(void);
 /* pre: h->lock held. Shrink an allocated span to npages, freeing the tail. */
 void ebb__heap_shrink(ebb_heap_t *h, ebb_span_t *s, size_t npages);
 /* pre: h->lock held. Grow an allocated span in place to npages if the pages

@@ -151,6 +151,44 @@ static ebb_segment_t *segment_new(ebb_heap_t *h, ebb_arena_t *a) {
     return seg;
 }
 
+/* Segments given up under a heap lock wait here for their munmap, which
+ * the thread does once it has dropped the lock (ebb__heap_unmap_released):
+ * a munmap of a resident segment takes ~0.3 ms, and a burst of frees that
+ * emptied 256 segments held the heap lock for 89 ms, while other threads'
+ * large allocations waited the whole time (bench/README.md). Pushed
+ * lock-free (linked through the segment's own next); popped one at a time
+ * under the unmap lock, which fork takes: a segment is either still on the
+ * list in the child, or unmapped in both. A thread unmaps as many as it
+ * gave up (unmap_owed), once it has dropped the heap lock; a thread that
+ * gave up none does not touch the list, so it never queues behind, or
+ * takes over, a burst another thread is giving up (a free waited 40-95 ms
+ * so). The purger takes whatever is left. */
+static _Atomic(ebb_segment_t *) unmap_pending;
+
+/* unmap_lock is a ticket lock: first come, first served. With the
+ * ordinary lock a thread freeing a burst took it again and again before a
+ * waiting thread woke, and a free in that thread waited 45-85 ms. */
+static _Atomic uint32_t unmap_next, unmap_serving;
+
+static void unmap_lock(void) {
+    uint32_t me = atomic_fetch_add_explicit(&unmap_next, 1, memory_order_relaxed);
+    for (;;) {
+        uint32_t now = atomic_load_explicit(&unmap_serving, memory_order_acquire);
+        if (now == me)
+            return;
+        ebb__os_futex_wait((volatile uint32_t *)&unmap_serving, now);
+    }
+}
+
+static void unmap_unlock(void) {
+    atomic_fetch_add_explicit(&unmap_serving, 1, memory_order_release);
+    if (atomic_load_explicit(&unmap_next, memory_order_relaxed) !=
+        atomic_load_explicit(&unmap_serving, memory_order_relaxed))
+        ebb__os_futex_wake((volatile uint32_t *)&unmap_serving, INT32_MAX);
+}
+/* Segments this thread gave up and has not unmapped yet. */
+static __thread unsigned unmap_owed __attribute__((tls_model("initial-exec")));
+
 static void segment_release(ebb_heap_t *h, ebb_span_t *whole) {
     ebb_segment_t *seg = whole->seg;
     list_remove(h, whole);
@@ -158,8 +196,41 @@ static void segment_release(ebb_heap_t *h, ebb_span_t *whole) {
     segment_unlink(h, seg);
     atomic_fetch_sub_explicit(&ebb__segments_mapped, EBB_SEG, memory_order_relaxed);
     ebb__segmap_set(seg, false);
-    ebb__os_unmap(seg, EBB_SEG);
-    atomic_fetch_add_explicit(&ebb__unmapped_bytes, EBB_SEG, memory_order_relaxed);
+    ebb_segment_t *head = atomic_load_explicit(&unmap_pending, memory_order_relaxed);
+    do
+        seg->next = head;
+    while (!atomic_compare_exchange_weak_explicit(&unmap_pending, &head, seg, memory_order_release,
+                                                  memory_order_relaxed));
+    unmap_owed++;
+}
+
+void ebb__heap_unmap_released(bool all) {
+    while ((all || unmap_owed > 0) && atomic_load_explicit(&unmap_pending, memory_order_relaxed) != NULL) {
+        unmap_lock();
+        /* The only popper (under the lock): no ABA with the pushers. */
+        ebb_segment_t *seg = atomic_load_explicit(&unmap_pending, memory_order_acquire);
+        while (seg != NULL && !atomic_compare_exchange_weak_explicit(&unmap_pending, &seg, seg->next,
+                                                                     memory_order_acquire,
+                                                                     memory_order_acquire))
+            ;
+        if (seg != NULL) {
+            ebb__os_unmap(seg, EBB_SEG);
+            atomic_fetch_add_explicit(&ebb__unmapped_bytes, EBB_SEG, memory_order_relaxed);
+        }
+        unmap_unlock();
+        if (unmap_owed > 0)
+            unmap_owed--;
+    }
+    if (atomic_load_explicit(&unmap_pending, memory_order_relaxed) == NULL)
+        unmap_owed = 0; /* others did it */
+}
+
+void ebb__heap_prefork(void) { unmap_lock(); }
+void ebb__heap_postfork_parent(void) { unmap_unlock(); }
+void ebb__heap_postfork_child(void) {
+    atomic_store_explicit(&unmap_next, 0, memory_order_relaxed);
+    atomic_store_explicit(&unmap_serving, 0, memory_order_relaxed);
+    unmap_owed = 0;
 }
 
 /* Cut s (free, off-list) to its first npages; the rest becomes a free span. */
@@ -534,6 +605,7 @@ size_t ebb__heap_purge(ebb_heap_t *h, const ebb_purge_policy_t *pol, uint64_t *n
     }
     h->purge_next = NULL;
     ebb_unlock(&h->lock);
+    ebb__heap_unmap_released(true);
     if (next_due_ns && next < *next_due_ns)
         *next_due_ns = next;
     return purged;

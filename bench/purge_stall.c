@@ -1,21 +1,26 @@
 /*
- * Does purging stall the threads that allocate? (Issue 3: "purging is
- * smooth, no purge storms that stall allocating threads".)
+ * Does giving memory back stall the threads that allocate? (Issue 3:
+ * "purging is smooth, no purge storms that stall allocating threads".)
  *
- * The main thread leaves MIB MiB of SIZE-byte objects with one in KEEP
- * still allocated: slabs with free pages among used ones, the pages
- * ebbmalloc purges inside slabs. A worker thread then allocates and frees
- * objects of the same size in batches of 512, timing every malloc, while
- * the main thread calls malloc_trim(0) (what the JVM's
- * System.trim_native_heap calls), which purges all of those pages. Run it
- * with one arena (EBBMALLOC_CONF=narenas:1) so that both threads use the
- * same bins, as a JVM's hundreds of threads share a few arenas.
+ *   ebb_purge_stall [trim] [MIB [SIZE [KEEP]]]    defaults 256 5120 4
+ *     The main thread leaves MIB MiB of SIZE-byte objects with one in KEEP
+ *     still allocated (for small sizes: slabs with free pages among used
+ *     ones, the pages ebbmalloc purges inside slabs), then calls
+ *     malloc_trim(0) (what the JVM's System.trim_native_heap calls), which
+ *     purges all of them.
+ *   ebb_purge_stall free [MIB [SIZE]]             defaults 1024 1048576
+ *     The main thread frees MIB MiB of SIZE-byte objects at once: whole
+ *     segments come free and go back to the OS (munmap).
  *
- *   ebb_purge_stall [MIB [SIZE [KEEP]]]      defaults 256 5120 4
+ * Meanwhile a worker thread allocates and frees objects in batches, timing
+ * every malloc and free: of the same size (trim), or of 40,000 bytes
+ * (free: large objects, from the same page heap). Run it with one arena
+ * (EBBMALLOC_CONF=narenas:1) so that both threads use the same bins and
+ * page heap, as a JVM's hundreds of threads share a few arenas.
  *
- * Prints one line: the trim's time, the RSS before and after it, and the
- * worker's malloc latency before and during the trim (maximum, and how
- * many took over 100 us).
+ * Prints one line: how long the trim (or the frees) took, the RSS before
+ * and after, and the latency of the worker's calls before and during
+ * (maximum, and how many took over 100 us).
  */
 #define _GNU_SOURCE
 #include <malloc.h>
@@ -28,9 +33,9 @@
 #include <string.h>
 #include <time.h>
 
-enum { BATCH = 512, SLOW_NS = 100000 };
+enum { BATCH_MAX = 512, SLOW_NS = 100000 };
 
-static size_t size = 5120;
+static size_t size = 5120, wsize, batch = BATCH_MAX; /* wsize: the worker's objects */
 static atomic_bool started, stop;
 static _Atomic int phase; /* 0: before the trim, 1: during it */
 static uint64_t worst[2], slow[2], ops[2];
@@ -41,26 +46,34 @@ static uint64_t now_ns(void) {
     return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
+/* One timed call: its latency goes to the phase it began in. */
+static void count(uint64_t t0) {
+    uint64_t d = now_ns() - t0;
+    int ph = atomic_load_explicit(&phase, memory_order_relaxed);
+    if (d > worst[ph])
+        worst[ph] = d;
+    slow[ph] += d > SLOW_NS;
+    ops[ph]++;
+}
+
 static void *worker(void *arg) {
     (void)arg;
-    static void *p[BATCH];
+    static void *p[BATCH_MAX];
     atomic_store(&started, true);
     while (!atomic_load(&stop)) {
-        int ph = atomic_load_explicit(&phase, memory_order_relaxed);
-        for (int i = 0; i < BATCH; i++) {
+        for (size_t i = 0; i < batch; i++) {
             uint64_t t0 = now_ns();
-            p[i] = malloc(size);
-            uint64_t d = now_ns() - t0;
+            p[i] = malloc(wsize);
+            count(t0);
             if (p[i] == NULL)
                 abort();
             *(volatile char *)p[i] = 1;
-            if (d > worst[ph])
-                worst[ph] = d;
-            slow[ph] += d > SLOW_NS;
-            ops[ph]++;
         }
-        for (int i = 0; i < BATCH; i++)
+        for (size_t i = 0; i < batch; i++) {
+            uint64_t t0 = now_ns();
             free(p[i]);
+            count(t0);
+        }
     }
     return NULL;
 }
@@ -84,13 +97,21 @@ static void nap_ms(long ms) {
 }
 
 int main(int argc, char **argv) {
-    size_t mib = argc > 1 ? strtoul(argv[1], NULL, 10) : 256;
-    size = argc > 2 ? strtoul(argv[2], NULL, 10) : 5120;
-    size_t keep = argc > 3 ? strtoul(argv[3], NULL, 10) : 4;
-    if (mib == 0 || size == 0 || keep == 0) {
-        fprintf(stderr, "usage: ebb_purge_stall [MIB [SIZE [KEEP]]]\n");
+    bool trim_mode = true;
+    if (argc > 1 && (strcmp(argv[1], "trim") == 0 || strcmp(argv[1], "free") == 0)) {
+        trim_mode = argv[1][0] == 't';
+        argc--, argv++;
+    }
+    size_t mib = argc > 1 ? strtoul(argv[1], NULL, 10) : trim_mode ? 256 : 1024;
+    size = argc > 2 ? strtoul(argv[2], NULL, 10) : trim_mode ? 5120 : 1 << 20;
+    size_t keep = trim_mode ? (argc > 3 ? strtoul(argv[3], NULL, 10) : 4) : 0;
+    if (mib == 0 || size == 0 || (trim_mode && keep == 0)) {
+        fprintf(stderr, "usage: ebb_purge_stall [trim] [MIB [SIZE [KEEP]]] | free [MIB [SIZE]]\n");
         return 2;
     }
+    wsize = trim_mode ? size : 40000;
+    batch = (32u << 20) / wsize; /* the worker holds at most 32 MiB */
+    batch = batch < 1 ? 1 : batch > BATCH_MAX ? BATCH_MAX : batch;
     size_t n = (mib << 20) / size, kept = 0;
     char **v = malloc(n * sizeof(*v));
     if (v == NULL)
@@ -100,7 +121,7 @@ int main(int argc, char **argv) {
             return 1;
         memset(v[i], 1, size);
     }
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; trim_mode && i < n; i++) {
         if (i % keep == 0)
             kept++;
         else
@@ -115,17 +136,25 @@ int main(int argc, char **argv) {
     double rss0 = rss_mib();
     atomic_store(&phase, 1);
     uint64_t t0 = now_ns();
-    int released = malloc_trim(0);
-    uint64_t trim = now_ns() - t0;
+    int released = 0;
+    if (trim_mode)
+        released = malloc_trim(0);
+    else
+        for (size_t i = 0; i < n; i++)
+            free(v[i]);
+    uint64_t took = now_ns() - t0;
     atomic_store(&stop, true);
     pthread_join(t, NULL);
-    printf("%zu MiB of %zu-byte objects, 1 in %zu kept (%zu): malloc_trim %d in %.1f ms, RSS %.0f -> %.0f MiB; "
-           "worker malloc before: max %.1f us, %lu of %lu over 100 us; during: max %.1f us, %lu of %lu "
-           "over 100 us\n",
-           mib, size, keep, kept, released, trim / 1e6, rss0, rss_mib(), worst[0] / 1e3,
-           (unsigned long)slow[0], (unsigned long)ops[0], worst[1] / 1e3, (unsigned long)slow[1],
-           (unsigned long)ops[1]);
-    for (size_t i = 0; i < n; i += keep)
+    if (trim_mode)
+        printf("%zu MiB of %zu-byte objects, 1 in %zu kept (%zu): malloc_trim %d in %.1f ms", mib, size, keep,
+               kept, released, took / 1e6);
+    else
+        printf("%zu MiB of %zu-byte objects freed in %.1f ms", mib, size, took / 1e6);
+    printf(", RSS %.0f -> %.0f MiB; worker's malloc/free before: max %.1f us, %lu of %lu over 100 us; during: max "
+           "%.1f us, %lu of %lu over 100 us\n",
+           rss0, rss_mib(), worst[0] / 1e3, (unsigned long)slow[0], (unsigned long)ops[0], worst[1] / 1e3,
+           (unsigned long)slow[1], (unsigned long)ops[1]);
+    for (size_t i = 0; trim_mode && i < n; i += keep)
         free(v[i]);
     free(v);
     return 0;

@@ -1,7 +1,9 @@
 /* The page heap: allocation, coalescing, alignment, in-place resize, the
- * spare segment, purging -- with the heap's invariants checked after every
- * operation (ebb__heap_is_valid). */
+ * spare segment, purging, segments given up and unmapped once the lock is
+ * dropped -- with the heap's invariants checked after every operation
+ * (ebb__heap_is_valid). */
 #include <stdlib.h>
+#include <sys/mman.h>
 
 #include "unit.h"
 
@@ -41,6 +43,7 @@ static void give(fixture_t *f, ebb_span_t *s) {
     ebb__heap_free(&f->heap, s);
     assert_true(ebb__heap_is_valid(&f->heap));
     ebb_unlock(&f->heap.lock);
+    ebb__heap_unmap_released(true);
 }
 
 static void test_alloc_free_coalesces(void **state) {
@@ -170,6 +173,43 @@ static void test_too_large_fails_cleanly(void **state) {
     give(f, whole);
 }
 
+static bool mapped(const void *addr) {
+    unsigned char vec[1];
+    return mincore((void *)addr, EBB_PAGE, vec) == 0;
+}
+
+/* A segment given up under the heap lock stays mapped until the thread,
+ * with the lock dropped, calls ebb__heap_unmap_released: no munmap is
+ * made while the lock is held. */
+static void test_released_segments_unmapped_after_the_lock(void **state) {
+    fixture_t *f = *state;
+    enum { N = EBB_HEAP_SPARE_MAX + 3 };
+    ebb_span_t *whole[N];
+    for (int i = 0; i < N; i++)
+        assert_non_null(whole[i] = take(f, USABLE, 1));
+    void *seg[N];
+    for (int i = 0; i < N; i++)
+        seg[i] = whole[i]->seg;
+    ebb__heap_unmap_released(true); /* none left from before */
+    size_t unmapped = atomic_load(&ebb__unmapped_bytes);
+    ebb_lock(&f->heap.lock);
+    for (int i = 0; i < N; i++)
+        ebb__heap_free(&f->heap, whole[i]);
+    assert_true(ebb__heap_is_valid(&f->heap));
+    /* Given up (beyond the spares), but not unmapped under the lock. */
+    assert_int_equal(f->heap.nsegments, EBB_HEAP_SPARE_MAX);
+    for (int i = 0; i < N; i++)
+        assert_true(mapped(seg[i]));
+    ebb_unlock(&f->heap.lock);
+    /* This thread unmaps as many as it gave up. */
+    ebb__heap_unmap_released(false);
+    int gone = 0;
+    for (int i = 0; i < N; i++)
+        gone += !mapped(seg[i]);
+    assert_int_equal(gone, N - EBB_HEAP_SPARE_MAX);
+    assert_int_equal(atomic_load(&ebb__unmapped_bytes) - unmapped, (size_t)gone * EBB_SEG);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_alloc_free_coalesces, setup, teardown),
@@ -178,6 +218,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_grow_and_shrink_in_place, setup, teardown),
         cmocka_unit_test_setup_teardown(test_purge_zeroes_and_counts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_too_large_fails_cleanly, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_released_segments_unmapped_after_the_lock, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
