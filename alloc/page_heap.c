@@ -186,6 +186,7 @@ static void unmap_unlock(void) {
         atomic_load_explicit(&unmap_serving, memory_order_relaxed))
         ebb__os_futex_wake((volatile uint32_t *)&unmap_serving, INT32_MAX);
 }
+
 /* Segments this thread gave up and has not unmapped yet. */
 static __thread unsigned unmap_owed __attribute__((tls_model("initial-exec")));
 
@@ -384,10 +385,9 @@ static void absorb(ebb_heap_t *h, ebb_span_t *lo, ebb_span_t *hi) {
 }
 
 /* Put a free, off-list span on its list, merged with its free neighbours;
- * a span that now covers a whole segment is a spare, or is unmapped. */
-/* Put free span s on its list, merged with free neighbours; returns the
- * span it became part of, or NULL when that was a whole segment and went
- * back to the OS. */
+ * a span that now covers a whole segment is a spare, or is given up (to
+ * be unmapped once the lock is dropped). Returns the span it became part
+ * of, or NULL when that was given up. */
 static ebb_span_t *insert_coalesced(ebb_heap_t *h, ebb_span_t *s) {
     ebb_segment_t *seg = s->seg;
     if (s->first > EBB_SEG_FIRST_PAGE) {
@@ -522,7 +522,7 @@ static ebb_span_t *purge_walk(ebb_heap_t *h) {
  * may land behind it, so then the walk starts over (4 passes at most).
  * Allocating threads never wait behind an madvise, nor behind a long
  * walk: restarting the walk after each batch, as the first version did,
- * made malloc_trim of 6,500 free spans take 0.2-1.2 s. */
+ * made malloc_trim of 6,500 free spans take 0.18-1.2 s. */
 size_t ebb__heap_purge(ebb_heap_t *h, const ebb_purge_policy_t *pol, uint64_t *next_due_ns) {
     size_t purged = 0;
     uint64_t next = UINT64_MAX;
