@@ -605,7 +605,7 @@ size_t ebb__heap_purge(ebb_heap_t *h, const ebb_purge_policy_t *pol, uint64_t *n
     }
     h->purge_next = NULL;
     ebb_unlock(&h->lock);
-    ebb__heap_unmap_released(true);
+    ebb__heap_unmap_released(false); /* what putting spans back gave up; the round takes the rest */
     if (next_due_ns && next < *next_due_ns)
         *next_due_ns = next;
     return purged;
