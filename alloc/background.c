@@ -51,15 +51,16 @@ void ebb__background_kick(void) {
     ebb__os_futex_wake((volatile uint32_t *)&bg_wake, 1);
 }
 
-/* Memory use of the process's cgroup as a percentage of its limit reached
- * pressure_pct? (No limit, or no cgroup: never.) */
+/* Has the working set of the process's cgroup, or of one above it, reached
+ * pressure_pct of its limit? (No limit, or no cgroup: never.) */
 static bool under_pressure(void) {
-    if (ebb__opts.pressure_pct == 0)
+    unsigned pct = ebb__opts.pressure_pct;
+    if (pct == 0)
         return false;
     uint64_t current, limit;
-    if (!ebb__os_cgroup_memory(&current, &limit) || limit == 0)
+    if (!ebb__os_cgroup_memory(pct, &current, &limit) || limit == 0)
         return false;
-    return current >= limit / 100 * ebb__opts.pressure_pct;
+    return current >= limit / 100 * pct;
 }
 
 static void *bg_main(void *arg) {

@@ -472,53 +472,105 @@ bool ebb__os_parse_mem_value(const char *text, uint64_t *out) {
     return true;
 }
 
-/* Read use and limit from dir/<cur_file> and dir/<lim_file>; true when there
- * is a limit. */
-static bool mem_pair(const char *dir, const char *cur_file, const char *lim_file,
-                     uint64_t *current, uint64_t *limit) {
-    char path[1400], buf[64];
-    join(path, sizeof(path), dir, "/", lim_file);
-    if (read_small(path, buf, sizeof(buf)) <= 0 || !ebb__os_parse_mem_value(buf, limit))
-        return false;
-    join(path, sizeof(path), dir, "/", cur_file);
+/* The value of key in the "key value" lines of the file at path. */
+static bool stat_value(const char *path, const char *key, uint64_t *out) {
+    char buf[8192];
     if (read_small(path, buf, sizeof(buf)) <= 0)
         return false;
-    long long v;
-    if (parse_ll(buf, &v) == NULL || v < 0)
+    size_t kl = strlen(key);
+    for (const char *line = buf; line && *line;) {
+        long long v;
+        if (strncmp(line, key, kl) == 0 && line[kl] == ' ' && parse_ll(line + kl + 1, &v) &&
+            v >= 0) {
+            *out = (uint64_t)v;
+            return true;
+        }
+        line = strchr(line, '\n');
+        if (line)
+            line++;
+    }
+    return false;
+}
+
+/* The use and the limit of the cgroup at dir; true when it has a limit.
+ *
+ * v2's limit is the lower of memory.max (the OOM killer's) and memory.high
+ * (above it the kernel reclaims from the cgroup and throttles its
+ * allocations; our free pages are anonymous, not reclaimable without
+ * swap); v1's is memory.limit_in_bytes.
+ *
+ * The use is the working set, as kubelet reckons it for evictions: the
+ * cgroup's charge less its inactive file pages, which the kernel reclaims
+ * before it throttles or kills anyone. A service that reads files (Kafka,
+ * Elasticsearch, RocksDB) keeps its cgroup's charge at the limit with page
+ * cache; counted, it would have us purge every 100 ms for nothing. The
+ * statistics are read only for a level charged at least pct of its limit:
+ * below that, its working set cannot be over it either. */
+static bool mem_level(const char *dir, bool v2, unsigned pct, uint64_t *current,
+                      uint64_t *limit) {
+    char path[1400], buf[64];
+    uint64_t lim = 0, v;
+    join(path, sizeof(path), dir, "/", v2 ? "memory.max" : "memory.limit_in_bytes");
+    if (read_small(path, buf, sizeof(buf)) > 0 && ebb__os_parse_mem_value(buf, &v))
+        lim = v;
+    if (v2) {
+        join(path, sizeof(path), dir, "/", "memory.high");
+        if (read_small(path, buf, sizeof(buf)) > 0 && ebb__os_parse_mem_value(buf, &v) &&
+            (lim == 0 || v < lim))
+            lim = v;
+    }
+    if (lim == 0)
         return false;
-    *current = (uint64_t)v;
+    join(path, sizeof(path), dir, "/", v2 ? "memory.current" : "memory.usage_in_bytes");
+    long long use;
+    if (read_small(path, buf, sizeof(buf)) <= 0 || parse_ll(buf, &use) == NULL || use < 0)
+        return false;
+    uint64_t cur = (uint64_t)use;
+    join(path, sizeof(path), dir, "/", "memory.stat");
+    if ((unsigned __int128)cur * 100 >= (unsigned __int128)lim * pct &&
+        stat_value(path, v2 ? "inactive_file" : "total_inactive_file", &v))
+        cur = v < cur ? cur - v : 0;
+    *current = cur;
+    *limit = lim;
     return true;
 }
 
-/* Walk from root+rel up to root, the first directory with a limit wins. */
-static bool mem_walk(const char *root, char *rel, const char *cur_file, const char *lim_file,
-                     uint64_t *current, uint64_t *limit) {
-    char dir[1400];
+bool ebb__os_cgroup_memory_in(const char *root, const char *rel, bool v2, unsigned pct,
+                              uint64_t *current, uint64_t *limit) {
+    char dir[1400], path[1024];
+    bool found = false;
+    if (strlen(rel) >= sizeof(path))
+        return false;
+    strcpy(path, rel);
+    /* From the process's cgroup up to the root: every level with a limit
+     * counts, and the fullest one is reported -- a parent's limit binds the
+     * whole subtree, whatever a child's own says. The root is read last
+     * also when the path is not visible under the mount (a container's
+     * namespace: the mount's root is the container's cgroup). */
     for (;;) {
-        join(dir, sizeof(dir), root, strcmp(rel, "/") ? rel : "", "");
-        if (mem_pair(dir, cur_file, lim_file, current, limit))
-            return true;
-        char *slash = strrchr(rel, '/');
-        if (slash == NULL || strcmp(rel, "/") == 0)
-            return false;
-        slash[slash == rel ? 1 : 0] = '\0';
+        uint64_t c, l;
+        join(dir, sizeof(dir), root, strcmp(path, "/") ? path : "", "");
+        if (mem_level(dir, v2, pct, &c, &l) &&
+            (!found || (unsigned __int128)c * *limit > (unsigned __int128)*current * l)) {
+            *current = c;
+            *limit = l;
+            found = true;
+        }
+        char *slash = strrchr(path, '/');
+        if (slash == NULL || strcmp(path, "/") == 0)
+            return found;
+        slash[slash == path ? 1 : 0] = '\0';
     }
 }
 
-bool ebb__os_cgroup_memory(uint64_t *current, uint64_t *limit) {
+bool ebb__os_cgroup_memory(unsigned pct, uint64_t *current, uint64_t *limit) {
     int saved = errno;
     char rel[1024];
     bool ok = false;
-    /* v2; in a container the process's path may not exist under the mount
-     * (the namespace root is the mount's root): try the root as well. */
     if (cgroup_path(NULL, rel, sizeof(rel)))
-        ok = mem_walk("/sys/fs/cgroup", rel, "memory.current", "memory.max", current, limit) ||
-             mem_pair("/sys/fs/cgroup", "memory.current", "memory.max", current, limit);
+        ok = ebb__os_cgroup_memory_in("/sys/fs/cgroup", rel, true, pct, current, limit);
     if (!ok && cgroup_path("memory", rel, sizeof(rel)))
-        ok = mem_walk("/sys/fs/cgroup/memory", rel, "memory.usage_in_bytes",
-                      "memory.limit_in_bytes", current, limit) ||
-             mem_pair("/sys/fs/cgroup/memory", "memory.usage_in_bytes", "memory.limit_in_bytes",
-                      current, limit);
+        ok = ebb__os_cgroup_memory_in("/sys/fs/cgroup/memory", rel, false, pct, current, limit);
     errno = saved;
     return ok;
 }

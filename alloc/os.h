@@ -113,11 +113,18 @@ void ebb__os_futex_wait_timeout(volatile uint32_t *addr, uint32_t val, uint64_t 
  * name (at most 15 characters). Returns false when it could not start. */
 bool ebb__os_thread_start(void *(*fn)(void *), void *arg, const char *name);
 
-/* Memory use and limit of the process's cgroup (v2 memory.current and
- * memory.max; v1 memory.usage_in_bytes and memory.limit_in_bytes; the
- * nearest ancestor with a limit). Returns false when there is no cgroup or
- * no limit. */
-bool ebb__os_cgroup_memory(uint64_t *current, uint64_t *limit);
+/* Memory use and limit of the process's cgroup, of whichever level from it
+ * up to the root is fullest. The use is the working set: v2 memory.current
+ * or v1 memory.usage_in_bytes, less the inactive file pages (memory.stat),
+ * which are looked up only where the charge is at least pct of the limit.
+ * The limit is v2's lower of memory.max and memory.high, or v1's
+ * memory.limit_in_bytes. Returns false when there is no cgroup or no
+ * limit. */
+bool ebb__os_cgroup_memory(unsigned pct, uint64_t *current, uint64_t *limit);
+/* The same under a given mount (root) for a cgroup path (rel, as in
+ * /proc/self/cgroup, "/" for the root); for tests. */
+bool ebb__os_cgroup_memory_in(const char *root, const char *rel, bool v2, unsigned pct,
+                              uint64_t *current, uint64_t *limit);
 /* Parse a cgroup memory value ("max", or bytes). Returns false for "max",
  * a v1 "unlimited" value, or text that is not a number. Pure; for tests. */
 bool ebb__os_parse_mem_value(const char *text, uint64_t *out);

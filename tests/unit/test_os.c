@@ -1,8 +1,12 @@
 /* The OS layer: CPU quota parsing (cgroup v1 and v2 formats), the CPU count,
- * aligned mappings and purging. */
+ * aligned mappings and purging, and the cgroup memory use and limit read
+ * over a made-up tree of cgroup files. */
+#include <ftw.h>
 #include <sched.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 
 #include "unit.h"
 
@@ -87,6 +91,110 @@ static void test_parse_cpu_list(void **state) {
     assert_true(n >= 1 && ebb__os_cpu_now() < n);
 }
 
+
+/* ---- cgroup memory, over a made-up tree ---- */
+static char cg_root[64];
+
+/* Write text to cg_root/dir/name, making dir as needed. */
+static void cg_put(const char *dir, const char *name, const char *text) {
+    char path[256];
+    snprintf(path, sizeof(path), "%s%s", cg_root, dir);
+    for (char *p = path + strlen(cg_root) + 1; *p; p++)
+        if (*p == '/') {
+            *p = '\0';
+            mkdir(path, 0700);
+            *p = '/';
+        }
+    mkdir(path, 0700);
+    snprintf(path, sizeof(path), "%s%s/%s", cg_root, dir, name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    assert_int_equal(fclose(f), 0);
+}
+
+static int cg_remove(const char *path, const struct stat *st, int type, struct FTW *ftw) {
+    (void)st, (void)type, (void)ftw;
+    return remove(path);
+}
+
+static void cg_clean(void) { assert_int_equal(nftw(cg_root, cg_remove, 8, FTW_DEPTH | FTW_PHYS), 0); }
+
+static void cg_setup(void) {
+    snprintf(cg_root, sizeof(cg_root), "/tmp/ebb-cgtest-XXXXXX");
+    assert_non_null(mkdtemp(cg_root));
+}
+
+static bool cg_read(const char *rel, bool v2, unsigned pct) {
+    uint64_t cur = 12345, lim = 12345;
+    return ebb__os_cgroup_memory_in(cg_root, rel, v2, pct, &cur, &lim);
+}
+
+/* The cgroup at rel reads as use cur of limit lim. */
+static void cg_expect(const char *rel, bool v2, unsigned pct, uint64_t cur, uint64_t lim) {
+    uint64_t c = 12345, l = 12345;
+    assert_true(ebb__os_cgroup_memory_in(cg_root, rel, v2, pct, &c, &l));
+    assert_int_equal(c, cur);
+    assert_int_equal(l, lim);
+}
+
+static void test_cgroup_memory_v2(void **state) {
+    (void)state;
+    cg_setup();
+    /* A pod at 90% of its limit holding a container with a looser one: the
+     * pod's limit binds (the nearest limit alone would say 22%). */
+    cg_put("/pod", "memory.max", "1000\n");
+    cg_put("/pod", "memory.current", "900\n");
+    cg_put("/pod/ctr", "memory.max", "4000\n");
+    cg_put("/pod/ctr", "memory.high", "max\n");
+    cg_put("/pod/ctr", "memory.current", "900\n");
+    cg_expect("/pod/ctr", true, 0, 900, 1000);
+    /* memory.high under memory.max is the limit that matters. */
+    cg_put("/pod", "memory.max", "max\n");
+    cg_put("/pod/ctr", "memory.high", "950\n");
+    cg_expect("/pod/ctr", true, 0, 900, 950);
+    /* Inactive file pages are not counted, once the charge is at pct. */
+    cg_put("/pod/ctr", "memory.stat", "anon 100\nfile 700\nactive_file 200\ninactive_file 500\n");
+    cg_expect("/pod/ctr", true, 0, 400, 950);
+    cg_expect("/pod/ctr", true, 94, 400, 950); /* 900 >= 94% of 950 */
+    cg_expect("/pod/ctr", true, 95, 900, 950); /* below: not looked up */
+    cg_put("/pod/ctr", "memory.stat", "inactive_file 5000\n"); /* never below 0 */
+    cg_expect("/pod/ctr", true, 0, 0, 950);
+    /* No limit anywhere, or none readable: no answer. */
+    cg_put("/pod/ctr", "memory.high", "max\n");
+    cg_put("/pod/ctr", "memory.max", "max\n");
+    assert_false(cg_read("/pod/ctr", true, 0));
+    cg_put("/pod/ctr", "memory.max", "lots\n");
+    assert_false(cg_read("/pod/ctr", true, 0));
+    cg_put("/pod/ctr", "memory.max", "2000\n");
+    cg_put("/pod/ctr", "memory.current", "garbage\n");
+    assert_false(cg_read("/pod/ctr", true, 0));
+    /* A path not visible under the mount (a cgroup namespace): the mount's
+     * root is the container's own cgroup. */
+    cg_put("", "memory.max", "2000\n");
+    cg_put("", "memory.current", "100\n");
+    cg_expect("/kubepods/pod9/ctr9", true, 0, 100, 2000);
+    cg_expect("/", true, 0, 100, 2000);
+    cg_clean();
+}
+
+static void test_cgroup_memory_v1(void **state) {
+    (void)state;
+    cg_setup();
+    cg_put("", "memory.limit_in_bytes", "9223372036854771712\n"); /* v1's "none" */
+    cg_put("", "memory.usage_in_bytes", "5000\n");
+    cg_put("/svc", "memory.limit_in_bytes", "1000\n");
+    cg_put("/svc", "memory.usage_in_bytes", "800\n");
+    cg_expect("/svc", false, 0, 800, 1000);
+    /* v1's usage is hierarchical: the hierarchical inactive count goes. */
+    cg_put("/svc", "memory.stat", "inactive_file 700\ntotal_inactive_file 300\n");
+    cg_expect("/svc", false, 80, 500, 1000);
+    cg_expect("/svc", false, 81, 800, 1000);
+    cg_put("/svc", "memory.limit_in_bytes", "9223372036854771712\n");
+    assert_false(cg_read("/svc", false, 0));
+    cg_clean();
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_cpu_list),
@@ -95,6 +203,8 @@ int main(void) {
         cmocka_unit_test(test_ncpus_respects_affinity),
         cmocka_unit_test(test_map_aligned_and_purge),
         cmocka_unit_test(test_getenv_without_allocating),
+        cmocka_unit_test(test_cgroup_memory_v2),
+        cmocka_unit_test(test_cgroup_memory_v1),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
