@@ -51,16 +51,22 @@ void ebb__background_kick(void) {
     ebb__os_futex_wake((volatile uint32_t *)&bg_wake, 1);
 }
 
+_Atomic uint64_t ebb__pressure_purges, ebb__cgroup_working_set, ebb__cgroup_limit;
+
 /* Has the working set of the process's cgroup, or of one above it, reached
- * pressure_pct of its limit? (No limit, or no cgroup: never.) */
+ * pressure_pct of its limit? (No limit, or no cgroup: never.) What it saw
+ * goes to the statistics. */
 static bool under_pressure(void) {
     unsigned pct = ebb__opts.pressure_pct;
-    if (pct == 0)
+    uint64_t current = 0, limit = 0;
+    if (pct == 0 || !ebb__os_cgroup_memory(pct, &current, &limit))
+        current = limit = 0;
+    atomic_store_explicit(&ebb__cgroup_working_set, current, memory_order_relaxed);
+    atomic_store_explicit(&ebb__cgroup_limit, limit, memory_order_relaxed);
+    if (limit == 0 || current < limit / 100 * pct)
         return false;
-    uint64_t current, limit;
-    if (!ebb__os_cgroup_memory(pct, &current, &limit) || limit == 0)
-        return false;
-    return current >= limit / 100 * pct;
+    atomic_fetch_add_explicit(&ebb__pressure_purges, 1, memory_order_relaxed);
+    return true;
 }
 
 static void *bg_main(void *arg) {

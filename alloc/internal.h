@@ -514,6 +514,9 @@ bool ebb__background_is_self(void); /* the calling thread is the background thre
 bool ebb__background_drain_cpus(uint64_t timeout_ns);
 void ebb__background_kick(void);
 void ebb__background_postfork_child(void);
+/* The background thread's cgroup pressure checks, for the statistics:
+ * purges they forced, and the working set and limit of the last one. */
+extern _Atomic uint64_t ebb__pressure_purges, ebb__cgroup_working_set, ebb__cgroup_limit;
 /* Hook of the statistics page, when linked in. */
 __attribute__((weak)) void ebb__stats_shm_tick(uint64_t now_ns);
 

@@ -167,4 +167,8 @@ void ebb__stats_collect(ebb_stats_counters_t *total, ebb_stats_counters_t *arena
     uint64_t used = total->active_bytes + total->dirty_bytes + base_mapped;
     total->retained_bytes = total->mapped_bytes > used ? total->mapped_bytes - used : 0;
     total->threads = ebb__tcache_count();
+    total->pressure_purges = atomic_load_explicit(&ebb__pressure_purges, memory_order_relaxed);
+    total->cgroup_working_set_bytes =
+        atomic_load_explicit(&ebb__cgroup_working_set, memory_order_relaxed);
+    total->cgroup_limit_bytes = atomic_load_explicit(&ebb__cgroup_limit, memory_order_relaxed);
 }

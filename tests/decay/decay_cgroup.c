@@ -16,6 +16,9 @@
  *           before it throttles or kills; counted, a service that reads
  *           files would purge every 100 ms).
  *
+ * In each, `ebbstat --json` on the child shows the limit that binds (the
+ * outer one in nested) and whether pressure forced purges.
+ *
  * Elsewhere: skip (exit 77) with the reason; a scenario the machine cannot
  * set up (a tmpfs for the file, v1 without hierarchical accounting) skips
  * alone. The cgroups and the file are removed afterwards.
@@ -32,7 +35,8 @@
 #include <cmocka.h>
 
 #define LIMIT ((size_t)512 << 20)
-#define CHILD_CONF "EBBMALLOC_CONF=decay_ms:600000,pressure_pct:50,dirty_max_kb:1048576"
+#define CHILD_CONF \
+    "EBBMALLOC_CONF=decay_ms:600000,pressure_pct:50,dirty_max_kb:1048576,stats_interval_ms:100"
 #define CHILD_ARG "--in-cgroup"
 enum { SKIP = 77, PRESSURE_MS = 3000, CHILD_TIMEOUT_S = 30, CACHE_HOLD_MS = 1500 };
 
@@ -112,6 +116,41 @@ static void options_applied_or_exit(void)
     }
 }
 
+/* A figure of the "total" object of `ebbstat --json` on this process
+ * (ebbstat from $EBBSTAT), once the page has a snapshot taken from now on;
+ * -1 when it cannot be read. */
+static long long own_stat(const char *field)
+{
+    static char buf[1 << 16];
+    char cmd[1200], key[80];
+    const char *ebbstat = getenv("EBBSTAT");
+    if (ebbstat == NULL)
+        return -1;
+    du_sleep_ms(300); /* three snapshots at stats_interval_ms:100 */
+    snprintf(cmd, sizeof(cmd), "%s --json %d", ebbstat, (int)getpid());
+    FILE *p = popen(cmd, "r");
+    if (p == NULL)
+        return -1;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, p);
+    buf[n] = '\0';
+    if (pclose(p) != 0)
+        return -1;
+    snprintf(key, sizeof(key), "\"%s\": ", field);
+    const char *total = strstr(buf, "\"total\": {");
+    const char *at = total ? strstr(total, key) : NULL;
+    return at ? strtoll(at + strlen(key), NULL, 10) : -1;
+}
+
+/* What the statistics say the pressure checks saw: the limit that binds,
+ * and whether pressure forced purges. */
+static bool stats_agree(bool purged)
+{
+    long long limit = own_stat("cgroup_limit_bytes"), n = own_stat("pressure_purges");
+    fprintf(stderr, "child: ebbstat says limit %lld MiB, %lld purges forced by pressure\n",
+            limit < 0 ? limit : limit >> 20, n);
+    return limit == (long long)LIMIT && (purged ? n >= 1 : n == 0);
+}
+
 /* In the cgroup: fill more than pressure_pct of the limit, free, wait. */
 static int child_anon(void)
 {
@@ -119,7 +158,9 @@ static int child_anon(void)
     du_churn_t c = {.seed = 13, .bytes = LIMIT / 10 * 6};
     if (!du_churn(&c))
         return 3;
-    return du_resident_falls("child in the cgroup", base, c.kept_bytes, PRESSURE_MS) ? 0 : 1;
+    if (!du_resident_falls("child in the cgroup", base, c.kept_bytes, PRESSURE_MS))
+        return 1;
+    return stats_agree(true) ? 0 : 8;
 }
 
 /* Read all of path (page cache, charged to our cgroup); -1 on error. */
@@ -165,7 +206,9 @@ static int child_cache(const char *file, const char *usage_path)
             "dirty %zu MiB and %zu MiB purged %u ms later\n",
             usage >> 20, LIMIT >> 20, c.bytes >> 20, after.dirty >> 20, purged >> 20,
             CACHE_HOLD_MS);
-    return purged < 8 * TU_MiB ? 0 : 7;
+    if (purged >= 8 * TU_MiB)
+        return 7;
+    return stats_agree(false) ? 0 : 8;
 }
 
 /* Run this program again as a child in the cgroup at dir, in the given
@@ -196,7 +239,7 @@ static void run_child_in(const char *dir, const char *mode)
         fail_msg("child exited %d (1: resident set did not fall, 2: options not applied, "
                  "3: allocation or reading failed, 4: page cache did not charge the cgroup, "
                  "5: could not join the cgroup, 6: exec failed, 7: purged under page cache "
-                 "alone)",
+                 "alone, 8: ebbstat's pressure figures wrong)",
                  WEXITSTATUS(status));
 }
 

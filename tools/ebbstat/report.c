@@ -89,6 +89,15 @@ void ebbstat_write_text(FILE *f, const ebbstat_view_t *v) {
         fprintf(f, "last purge %.1f s ago\n", age_s(v, h->last_purge_ns));
     else
         fprintf(f, "no purge yet\n");
+    if (t->cgroup_limit_bytes)
+        fprintf(f, "cgroup working set %.1f MiB of a %.1f MiB limit (%.0f%%), %" PRIu64
+                   " purges forced by memory pressure\n",
+                mib(t->cgroup_working_set_bytes), mib(t->cgroup_limit_bytes),
+                100.0 * (double)t->cgroup_working_set_bytes / (double)t->cgroup_limit_bytes,
+                t->pressure_purges);
+    else
+        fprintf(f, "no cgroup memory limit seen, %" PRIu64 " purges forced by memory pressure\n",
+                t->pressure_purges);
 
     fprintf(f, "\n%-6s %8s %10s %10s %10s %10s %12s\n", "arena", "threads", "live MiB",
             "active MiB", "dirty MiB", "mapped MiB", "purged MiB");
