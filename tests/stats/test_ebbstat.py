@@ -277,6 +277,17 @@ def test_hostile_pages(ebbstat, holder_bin, dirname, fuzz):
     with_page(os.urandom(len(good)), EXIT["corrupt"], "random bytes")
     with_page(patched(8, "<I", 99), EXIT["version"], "layout version 99")
     with_page(patched(8, "<I", 99)[:64], EXIT["version"], "short page of layout version 99")
+    # Another layout's page (an older ebbmalloc) of a process that is gone:
+    # the list calls it stale, and --clean removes it.
+    dead = os.path.join(bad, f"ebbmalloc.{h.pid}")
+    with open(dead, "wb") as f:
+        f.write(patched(8, "<I", 99))  # good names h.pid, now dead
+    os.chmod(dead, 0o600)
+    r = run([ebbstat, "--dir", bad])
+    check(any(l.split()[0] == str(h.pid) and "stale" in l for l in r.stdout.splitlines()[1:]),
+          "another layout's page of a dead process: the list marks it stale")
+    r = run([ebbstat, "--dir", bad, "--clean"])
+    check(not os.path.exists(dead), "--clean removes it")
     # Header: magic 0, version 8, header_size 12, total_size 16, pid 24,
     # start_time 32, narenas 40, nclasses 44, arena_off 48, arena_stride 52,
     # class_off 56, class_stride 60.

@@ -269,12 +269,13 @@ static int cmd_list(const char *dir, bool clean) {
         ebbstat_view_t v;
         int r = load(dir, pid, &snap, &v, err, sizeof(err));
         n++;
+        /* Gone: the process has exited or its pid now names another. A
+         * page of another layout (an older ebbmalloc) or a corrupt one is
+         * stale too when no process of its pid runs. */
+        uint64_t start;
+        bool stale = r == EBBSTAT_STALE || ((r == EBBSTAT_CORRUPT || r == EBBSTAT_VERSION) &&
+                                            !ebbstat_proc_start_time(pid, &start));
         if (clean) {
-            /* Gone: the process has exited or its pid now names another. */
-            uint64_t start;
-            bool stale = r == EBBSTAT_STALE ||
-                         ((r == EBBSTAT_CORRUPT || r == EBBSTAT_VERSION) &&
-                          !ebbstat_proc_start_time(pid, &start));
             if (stale) {
                 if (unlink(path) == 0) {
                     printf("removed %s (process %d is gone)\n", path, pid);
@@ -291,12 +292,12 @@ static int cmd_list(const char *dir, bool clean) {
             if (r != EBBSTAT_OK) {
                 v.page = NULL;
                 ebbstat_proc_comm(pid, v.comm, sizeof(v.comm));
-                if (r == EBBSTAT_STALE)
+                if (stale)
                     snprintf(v.comm, sizeof(v.comm), "-");
             }
             const char *s = r < (int)(sizeof(state) / sizeof(state[0])) && state[r] ? state[r]
                                                                                     : "unreadable";
-            ebbstat_write_list_line(stdout, &v, r == EBBSTAT_STALE ? "stale (ebbstat --clean)" : s);
+            ebbstat_write_list_line(stdout, &v, stale ? "stale (ebbstat --clean)" : s);
         }
         if (r == EBBSTAT_OK)
             ebbstat_snap_free(&snap);
