@@ -116,27 +116,31 @@ static void options_applied_or_exit(void)
     }
 }
 
-/* A figure of the "total" object of `ebbstat --json` on this process
- * (ebbstat from $EBBSTAT), once the page has a snapshot taken from now on;
- * -1 when it cannot be read. */
-static long long own_stat(const char *field)
+/* `ebbstat --json` on this process (ebbstat from $EBBSTAT), once the page
+ * has a snapshot taken from now on; NULL when it cannot be read. */
+static const char *own_stats_json(void)
 {
     static char buf[1 << 16];
-    char cmd[1200], key[80];
+    char cmd[1200];
     const char *ebbstat = getenv("EBBSTAT");
     if (ebbstat == NULL)
-        return -1;
+        return NULL;
     du_sleep_ms(300); /* three snapshots at stats_interval_ms:100 */
     snprintf(cmd, sizeof(cmd), "%s --json %d", ebbstat, (int)getpid());
     FILE *p = popen(cmd, "r");
     if (p == NULL)
-        return -1;
+        return NULL;
     size_t n = fread(buf, 1, sizeof(buf) - 1, p);
     buf[n] = '\0';
-    if (pclose(p) != 0)
-        return -1;
+    return pclose(p) == 0 ? buf : NULL;
+}
+
+/* A figure of the JSON's "total" object; -1 when it is not there. */
+static long long total_field(const char *json, const char *field)
+{
+    char key[80];
     snprintf(key, sizeof(key), "\"%s\": ", field);
-    const char *total = strstr(buf, "\"total\": {");
+    const char *total = json ? strstr(json, "\"total\": {") : NULL;
     const char *at = total ? strstr(total, key) : NULL;
     return at ? strtoll(at + strlen(key), NULL, 10) : -1;
 }
@@ -145,7 +149,9 @@ static long long own_stat(const char *field)
  * and whether pressure forced purges. */
 static bool stats_agree(bool purged)
 {
-    long long limit = own_stat("cgroup_limit_bytes"), n = own_stat("pressure_purges");
+    const char *json = own_stats_json();
+    long long limit = total_field(json, "cgroup_limit_bytes");
+    long long n = total_field(json, "pressure_purges");
     fprintf(stderr, "child: ebbstat says limit %lld MiB, %lld purges forced by pressure\n",
             limit < 0 ? limit : limit >> 20, n);
     return limit == (long long)LIMIT && (purged ? n >= 1 : n == 0);
