@@ -36,7 +36,7 @@ void *ebb__base_alloc(size_t size) {
             ebb_unlock(&base_lock);
             return NULL;
         }
-        ebb__os_name(c, BASE_CHUNK, "ebbmalloc-meta");
+        ebb__os_mapped(c, BASE_CHUNK, EBB_MAP_META);
         c->magic = BASE_MAGIC;
         c->next = base_chunks;
         base_chunks = c;
@@ -88,7 +88,7 @@ bool ebb__segmap_init(void) {
     segmap = ebb__os_map_aligned(len, EBB_SEG, 0);
     if (segmap == NULL)
         return false;
-    ebb__os_name(segmap, len, "ebbmalloc-meta");
+    ebb__os_mapped(segmap, len, EBB_MAP_META);
     atomic_fetch_add_explicit(&ebb__base_mapped, len, memory_order_relaxed);
     return true;
 }

@@ -10,17 +10,21 @@
 
 ebb_opts_t ebb__opts;
 
-enum { T_BOOL, T_UINT, T_STR };
+enum { T_BOOL, T_UINT, T_STR, T_CHOICE };
 #define EBB_T_BOOL T_BOOL
 #define EBB_T_UINT T_UINT
 #define EBB_T_STR T_STR
-/* A default is a number (def) or, for STR, a string (sdef). */
+#define EBB_T_CHOICE T_CHOICE
+/* A default is a number (def) or, for STR, a string (sdef). A CHOICE keeps
+ * its words, "first|second|...", in sdef; its default is the first word. */
 #define EBB_NUMDEF_BOOL(d) d
 #define EBB_NUMDEF_UINT(d) d
 #define EBB_NUMDEF_STR(d) 0
+#define EBB_NUMDEF_CHOICE(d) 0
 #define EBB_STRDEF_BOOL(d) NULL
 #define EBB_STRDEF_UINT(d) NULL
 #define EBB_STRDEF_STR(d) d
+#define EBB_STRDEF_CHOICE(d) d
 
 typedef struct opt_desc_s {
     const char *name;
@@ -234,6 +238,35 @@ static bool parse_uint(const char *s, size_t len, uint64_t *out) {
     return true;
 }
 
+/* Word i of a CHOICE's "a|b|c" list into buf; false past the last word. */
+static bool choice_word(const char *words, uint64_t i, char *buf, size_t cap) {
+    const char *w = words;
+    for (; i > 0 && *w; i--) {
+        while (*w && *w != '|')
+            w++;
+        if (*w == '|')
+            w++;
+    }
+    size_t n = 0;
+    while (w[n] && w[n] != '|' && n + 1 < cap) {
+        buf[n] = w[n];
+        n++;
+    }
+    buf[n] = '\0';
+    return n > 0;
+}
+
+static bool parse_choice(const char *words, const char *s, size_t len, uint64_t *out) {
+    char word[EBB_OPT_STR_LEN];
+    for (uint64_t i = 0; choice_word(words, i, word, sizeof(word)); i++) {
+        if (token_eq(s, len, word)) {
+            *out = i;
+            return true;
+        }
+    }
+    return false;
+}
+
 static const opt_desc_t *opt_find(const char *key, size_t len) {
     for (size_t i = 0; i < NOPTS; i++)
         if (strlen(opt_table[i].name) == len && memcmp(opt_table[i].name, key, len) == 0)
@@ -277,10 +310,18 @@ static int parse_entry(ebb_opts_t *o, const char *s, size_t len) {
         return 0;
     }
     uint64_t x;
-    bool ok = d->type == T_BOOL ? parse_bool(v, vlen, &x) : parse_uint(v, vlen, &x);
+    bool ok = d->type == T_BOOL     ? parse_bool(v, vlen, &x)
+              : d->type == T_CHOICE ? parse_choice(d->sdef, v, vlen, &x)
+                                    : parse_uint(v, vlen, &x);
     if (!ok || x < d->min || x > d->max) {
         token_copy(val, sizeof(val), v, vlen);
-        if (d->type == T_BOOL)
+        if (d->type == T_CHOICE) {
+            char def[EBB_OPT_STR_LEN];
+            choice_word(d->sdef, 0, def, sizeof(def));
+            ebb__warn("EBBMALLOC_CONF: invalid value '%s' for '%s' (expected one of %s); "
+                      "keeping the default %s",
+                      val, d->name, d->sdef, def);
+        } else if (d->type == T_BOOL)
             ebb__warn("EBBMALLOC_CONF: invalid value '%s' for '%s' (expected true or false); "
                       "keeping the default %s",
                       val, d->name, d->def ? "true" : "false");
@@ -326,11 +367,16 @@ static size_t value_text(const opt_desc_t *d, ebb_opts_t *o, char *buf, size_t c
     uint64_t v = o ? *opt_slot(o, d) : d->def;
     if (d->type == T_BOOL)
         return ebb__fmt(buf, cap, "%s", v ? "true" : "false");
+    if (d->type == T_CHOICE) {
+        char word[EBB_OPT_STR_LEN];
+        choice_word(d->sdef, v, word, sizeof(word));
+        return ebb__fmt(buf, cap, "%s", word);
+    }
     return ebb__fmt(buf, cap, "%llu", (unsigned long long)v);
 }
 
 void ebb__conf_help(void) {
-    char line[400];
+    char line[512];
     size_t n;
     ebb__os_write_err(line, ebb__fmt(line, sizeof(line),
                                      "ebbmalloc %s options, set with "
@@ -346,6 +392,9 @@ void ebb__conf_help(void) {
         else if (d->type == T_BOOL)
             n = ebb__fmt(line, sizeof(line), "  %s (bool, default %s): %s\n", d->name, def,
                          d->doc);
+        else if (d->type == T_CHOICE)
+            n = ebb__fmt(line, sizeof(line), "  %s (%s, default %s): %s\n", d->name, d->sdef,
+                         def, d->doc);
         else
             n = ebb__fmt(line, sizeof(line), "  %s (integer %llu..%llu, default %s): %s\n",
                          d->name, (unsigned long long)d->min, (unsigned long long)d->max, def,

@@ -12,6 +12,7 @@
 #define EBB_OPT_FIELD_BOOL(name) uint64_t name;
 #define EBB_OPT_FIELD_UINT(name) uint64_t name;
 #define EBB_OPT_FIELD_STR(name) char name[EBB_OPT_STR_LEN];
+#define EBB_OPT_FIELD_CHOICE(name) uint64_t name; /* index of the word */
 
 typedef struct ebb_opts_s {
 #define EBB_OPT(type, name, def, min, max, doc) EBB_OPT_FIELD_##type(name)

@@ -199,7 +199,7 @@ void *ebb__huge_alloc(size_t size, size_t align, bool zero) {
     }
     if (base == NULL)
         return NULL;
-    ebb__os_name(base, map_len, "ebbmalloc-huge");
+    ebb__os_mapped(base, map_len, EBB_MAP_HUGE);
     void *p = set_live(seg, base, map_len, offset);
     ebb__segmap_set(seg, true);
     return p;

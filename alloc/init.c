@@ -89,6 +89,7 @@ bool ebb__init_slow(void) {
         n = ebb__os_ncpus();
     ebb__narenas = n < EBB_MAX_ARENAS ? n : EBB_MAX_ARENAS;
     ebb__heap_retain = ebb__opts.retain;
+    ebb__os_set_thp((unsigned)ebb__opts.thp);
     if (!ebb__segmap_init() || ebb__arena_get(0) == NULL) {
         ebb_unlock(&init_lock);
         return false;

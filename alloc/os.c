@@ -116,16 +116,46 @@ void *ebb__os_remap_aligned(void *addr, size_t old_len, size_t new_len, size_t a
     return p;
 }
 
-/* Once the kernel refuses (no CONFIG_ANON_VMA_NAME), stop asking. */
-static _Atomic bool names_unsupported;
+/* Once the kernel refuses (no CONFIG_ANON_VMA_NAME, no
+ * CONFIG_TRANSPARENT_HUGEPAGE), stop asking. */
+static _Atomic bool names_unsupported, thp_unsupported;
 
-void ebb__os_name(void *addr, size_t len, const char *name) {
+static void name_mapping(void *addr, size_t len, const char *name) {
     if (atomic_load_explicit(&names_unsupported, memory_order_relaxed))
         return;
-    int saved = errno;
     if (prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, (unsigned long)addr, len, (unsigned long)name) != 0 &&
         errno == EINVAL)
         atomic_store_explicit(&names_unsupported, true, memory_order_relaxed);
+}
+
+/* Why never is the default (alloc/README.md, "Transparent huge pages"):
+ * purging a 4 KiB page out of a huge page unmaps it, and the process's RSS
+ * falls, but the huge page stays whole and charged to the cgroup until the
+ * kernel splits it under memory pressure; and khugepaged, on a system set
+ * to "always", collapses a 2 MiB range with one resident page back into a
+ * whole huge page. */
+static _Atomic unsigned thp_mode = EBB_THP_NEVER;
+
+void ebb__os_set_thp(unsigned mode) { atomic_store_explicit(&thp_mode, mode, memory_order_relaxed); }
+
+static void advise_thp(void *addr, size_t len, ebb_map_kind_t kind) {
+    unsigned mode = atomic_load_explicit(&thp_mode, memory_order_relaxed);
+    if (mode == EBB_THP_DEFAULT || atomic_load_explicit(&thp_unsupported, memory_order_relaxed))
+        return;
+    int advice = mode == EBB_THP_ALWAYS && kind != EBB_MAP_META ? MADV_HUGEPAGE : MADV_NOHUGEPAGE;
+    if (madvise(addr, len, advice) != 0 && errno == EINVAL)
+        atomic_store_explicit(&thp_unsupported, true, memory_order_relaxed);
+}
+
+void ebb__os_mapped(void *addr, size_t len, ebb_map_kind_t kind) {
+    static const char *const names[] = {
+        [EBB_MAP_META] = "ebbmalloc-meta",
+        [EBB_MAP_PAGES] = "ebbmalloc",
+        [EBB_MAP_HUGE] = "ebbmalloc-huge",
+    };
+    int saved = errno;
+    name_mapping(addr, len, names[kind]);
+    advise_thp(addr, len, kind);
     errno = saved;
 }
 

@@ -51,9 +51,25 @@ int ebb__os_remap_inplace(void *addr, size_t old_len, size_t new_len);
 void *ebb__os_remap_aligned(void *addr, size_t old_len, size_t new_len, size_t align,
                             size_t offset);
 
-/* Attach a name to an anonymous mapping where the kernel supports it
- * (shows as [anon:NAME] in /proc/PID/maps); silently does nothing elsewhere. */
-void ebb__os_name(void *addr, size_t len, const char *name);
+/* What a fresh mapping of ebbmalloc's holds. */
+typedef enum {
+    EBB_MAP_META,  /* metadata: the segment map, base chunks */
+    EBB_MAP_PAGES, /* a segment: slabs and large objects */
+    EBB_MAP_HUGE,  /* one huge object */
+} ebb_map_kind_t;
+/* Values of option thp, in conf.def's order; set once at initialisation
+ * (before it, and by default, never). */
+enum { EBB_THP_NEVER, EBB_THP_DEFAULT, EBB_THP_ALWAYS };
+void ebb__os_set_thp(unsigned mode);
+/* Tell the kernel what a fresh mapping is, once, right after mapping it:
+ *  - its name where the kernel supports it ([anon:ebbmalloc...] in
+ *    /proc/PID/maps);
+ *  - the transparent huge page advice of option thp: never marks every
+ *    mapping MADV_NOHUGEPAGE; always marks pages and huge objects
+ *    MADV_HUGEPAGE, and metadata (sparse) still MADV_NOHUGEPAGE; default
+ *    advises nothing.
+ * Either silently does nothing where the kernel lacks it. */
+void ebb__os_mapped(void *addr, size_t len, ebb_map_kind_t kind);
 
 /* The number of CPUs this process may really use: the affinity mask, capped
  * by a cgroup CPU quota (v2 cpu.max, or v1 cpu.cfs_quota_us/period), rounded

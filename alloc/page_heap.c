@@ -132,7 +132,7 @@ static ebb_segment_t *segment_new(ebb_heap_t *h, ebb_arena_t *a) {
         ebb__span_delete(h, s);
         return NULL;
     }
-    ebb__os_name(seg, EBB_SEG, "ebbmalloc");
+    ebb__os_mapped(seg, EBB_SEG, EBB_MAP_PAGES);
     ebb__segmap_set(seg, true);
     seg->magic = EBB_SEG_MAGIC;
     seg->kind = EBB_SEG_NORMAL;

@@ -36,6 +36,7 @@ static void check_ranges(const ebb_opts_t *o) {
 #define EBB_OPT_CHECK_BOOL(name, min, max) check(o->name <= 1);
 #define EBB_OPT_CHECK_UINT(name, min, max)                                     \
     check(o->name >= (uint64_t)(min) && o->name <= (uint64_t)(max));
+#define EBB_OPT_CHECK_CHOICE(name, min, max) check(o->name <= (uint64_t)(max));
 #define EBB_OPT_CHECK_STR(name, min, max)                                      \
     check(memchr(o->name, 0, EBB_OPT_STR_LEN) != NULL && o->name[0] != 0);
 #define EBB_OPT(type, name, def, min, max, doc) EBB_OPT_CHECK_##type(name, min, max)

@@ -25,7 +25,7 @@ static int count_lines(const char *s) {
 static void test_good_values(void **state) {
     (void)state;
     char err[4096];
-    parse_case_t pc = {.text = " narenas:2 , tcache:false,tcache_max_kb:1k,verbose:YES"};
+    parse_case_t pc = {.text = " narenas:2 , tcache:false,tcache_max_kb:1k,verbose:YES,thp:Always"};
     capture_stderr(run_parse, &pc, err, sizeof(err));
     assert_int_equal(pc.bad, 0);
     assert_string_equal(err, "");
@@ -33,6 +33,7 @@ static void test_good_values(void **state) {
     assert_int_equal(pc.opts.tcache, 0);
     assert_int_equal(pc.opts.tcache_max_kb, 1024);
     assert_int_equal(pc.opts.verbose, 1);
+    assert_int_equal(pc.opts.thp, EBB_THP_ALWAYS);
 }
 
 static void test_bad_entries_warn_once_and_keep_default(void **state) {
@@ -50,6 +51,12 @@ static void test_bad_entries_warn_once_and_keep_default(void **state) {
         {"bogus:1", "bogus"},
         {"justaword", "justaword"},
         {"tcache_max_kb:5x", "tcache_max_kb"},
+        {"thp:sometimes", "thp"},
+        {"thp:", "thp"},
+        {"thp:nev", "thp"},
+        {"thp:neverr", "thp"},
+        {"thp:never|always", "thp"},
+        {"thp:2", "thp"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char err[4096];
@@ -90,6 +97,38 @@ static void test_hostile_text_is_bounded(void **state) {
     assert_true(strlen(err) < 600);
 }
 
+/* A CHOICE option: every word parses to its index and is written back as
+ * itself; a bad word's warning lists the words and names the default. */
+static void test_choice_words(void **state) {
+    (void)state;
+    static const char *const words[] = {"never", "default", "always"};
+    for (unsigned i = 0; i < 3; i++) {
+        char text[64], back[2048], err[4096];
+        snprintf(text, sizeof(text), "thp:%s", words[i]);
+        parse_case_t pc = {.text = text};
+        capture_stderr(run_parse, &pc, err, sizeof(err));
+        assert_int_equal(pc.bad, 0);
+        assert_int_equal(pc.opts.thp, i);
+        assert_true(ebb__conf_explicit(&pc.opts, "thp"));
+        ebb__conf_describe(&pc.opts, back, sizeof(back));
+        assert_non_null(strstr(back, text));
+        parse_case_t again = {.text = back};
+        capture_stderr(run_parse, &again, err, sizeof(err));
+        assert_int_equal(again.bad, 0);
+        assert_int_equal(again.opts.thp, i);
+    }
+    ebb_opts_t def;
+    ebb__conf_defaults(&def);
+    assert_int_equal(def.thp, EBB_THP_NEVER);
+    char err[4096];
+    parse_case_t pc = {.text = "thp:always,thp:huge"};
+    capture_stderr(run_parse, &pc, err, sizeof(err));
+    assert_int_equal(pc.bad, 1);
+    assert_int_equal(pc.opts.thp, EBB_THP_NEVER);
+    assert_non_null(strstr(err, "'huge' for 'thp' (expected one of never|default|always); "
+                                "keeping the default never"));
+}
+
 static void run_help(void *arg) {
     (void)arg;
     ebb_opts_t o;
@@ -126,6 +165,7 @@ int main(void) {
         cmocka_unit_test(test_bad_entries_warn_once_and_keep_default),
         cmocka_unit_test(test_mixed_good_and_bad),
         cmocka_unit_test(test_hostile_text_is_bounded),
+        cmocka_unit_test(test_choice_words),
         cmocka_unit_test(test_help_lists_every_option),
         cmocka_unit_test(test_describe_and_option_lookup),
     };

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "unit.h"
 
@@ -68,6 +69,63 @@ static void test_map_aligned_and_purge(void **state) {
     assert_int_equal(((uintptr_t)q + EBB_SEG) % (4 * EBB_SEG), 0);
     assert_int_equal((uintptr_t)q % EBB_SEG, 0);
     assert_int_equal(ebb__os_unmap(q, 2 * EBB_SEG), 0);
+}
+
+/* The VmFlags line of the mapping that holds addr, from /proc/self/smaps
+ * ("" when there is none). */
+static void vm_flags(const void *addr, char *out, size_t cap) {
+    FILE *f = fopen("/proc/self/smaps", "r");
+    assert_non_null(f);
+    char line[512];
+    bool inside = false;
+    out[0] = '\0';
+    while (fgets(line, sizeof(line), f)) {
+        unsigned long lo, hi;
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+            inside = (uintptr_t)addr >= lo && (uintptr_t)addr < hi;
+        } else if (inside && strncmp(line, "VmFlags:", 8) == 0) {
+            snprintf(out, cap, "%s", line + 8);
+            break;
+        }
+    }
+    fclose(f);
+}
+
+static bool has_flag(const char *flags, const char *flag) {
+    for (const char *s = flags; (s = strstr(s, flag)) != NULL; s++)
+        if ((s == flags || s[-1] == ' ') && (s[2] == ' ' || s[2] == '\n' || s[2] == '\0'))
+            return true;
+    return false;
+}
+
+/* Option thp as the kernel sees it: never marks every mapping nh
+ * (MADV_NOHUGEPAGE), always marks pages and huge objects hg
+ * (MADV_HUGEPAGE) and metadata still nh, default neither. */
+static void test_mapped_thp_advice(void **state) {
+    (void)state;
+    if (access("/sys/kernel/mm/transparent_hugepage/enabled", F_OK) != 0) {
+        print_message("no transparent huge pages in this kernel: advice not checked\n");
+        return;
+    }
+    static const char *const mode_name[] = {"never", "default", "always"};
+    static const char *const kind_name[] = {"meta", "pages", "huge"};
+    for (unsigned mode = EBB_THP_NEVER; mode <= EBB_THP_ALWAYS; mode++) {
+        ebb__os_set_thp(mode);
+        for (ebb_map_kind_t kind = EBB_MAP_META; kind <= EBB_MAP_HUGE; kind++) {
+            char *p = ebb__os_map_aligned(EBB_SEG, EBB_SEG, 0);
+            assert_non_null(p);
+            ebb__os_mapped(p, EBB_SEG, kind);
+            char flags[256];
+            vm_flags(p + EBB_SEG / 2, flags, sizeof(flags));
+            bool nh = has_flag(flags, "nh"), hg = has_flag(flags, "hg");
+            bool want_nh = mode == EBB_THP_NEVER || (mode == EBB_THP_ALWAYS && kind == EBB_MAP_META);
+            bool want_hg = mode == EBB_THP_ALWAYS && kind != EBB_MAP_META;
+            if (nh != want_nh || hg != want_hg)
+                fail_msg("thp:%s, %s mapping: VmFlags%s", mode_name[mode], kind_name[kind], flags);
+            assert_int_equal(ebb__os_unmap(p, EBB_SEG), 0);
+        }
+    }
+    ebb__os_set_thp((unsigned)ebb__opts.thp);
 }
 
 static void test_getenv_without_allocating(void **state) {
@@ -202,6 +260,7 @@ int main(void) {
         cmocka_unit_test(test_quota_v1),
         cmocka_unit_test(test_ncpus_respects_affinity),
         cmocka_unit_test(test_map_aligned_and_purge),
+        cmocka_unit_test(test_mapped_thp_advice),
         cmocka_unit_test(test_getenv_without_allocating),
         cmocka_unit_test(test_cgroup_memory_v2),
         cmocka_unit_test(test_cgroup_memory_v1),
