@@ -207,6 +207,46 @@ def test_live_process(ebbstat, holder_bin, dirname):
         h.stop()
 
 
+def test_huge_pages(ebbstat, holder_bin, dirname):
+    """Under thp:always the holder's live blocks sit in huge pages: ebbstat
+    shows how much, in all three outputs, and warns that purged pages stay
+    charged; under the default thp:never, none of ebbmalloc's, no warning."""
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            host = f.read().split("[")[1].split("]")[0]
+    except (OSError, IndexError):
+        host = None
+    if host in (None, "never"):
+        print(f"skip huge pages: the host has transparent huge pages {host or 'not at all'}")
+        return
+    for thp in ("always", "never"):
+        env = dict(os.environ, EBBMALLOC_CONF=f"stats_dir:{dirname},decay_ms:600000,thp:{thp}")
+        h = Holder([holder_bin, "64", "0", "tick"], env=env)
+        try:
+            doc = wait_page(ebbstat, h.pid, dirname)
+            check(doc is not None, f"thp:{thp}: ebbstat --json reads the holder")
+            if doc is None:
+                continue
+            huge = doc["process"]["anon_huge_bytes"]
+            check(doc["host_thp"] == host, f"thp:{thp}: host_thp {doc['host_thp']} is {host}")
+            text = run([ebbstat, "--dir", dirname, str(h.pid)]).stdout
+            prom = run([ebbstat, "--dir", dirname, "--prometheus", str(h.pid)]).stdout
+            check(f'ebbmalloc_process_anon_huge_bytes{{pid="{h.pid}"}} ' in prom,
+                  f"thp:{thp}: --prometheus has ebbmalloc_process_anon_huge_bytes")
+            warned = "transparent huge pages on (thp:always" in text
+            if thp == "always":
+                # 64 live 1 MiB blocks, written: in huge pages where the kernel
+                # finds them (64 MiB here); two at least.
+                check(huge >= 4 * MIB, f"thp:always: {huge} bytes in huge pages (>= 4 MiB)")
+                check("in huge pages)" in text and warned,
+                      "thp:always: the report shows the huge pages and the warning")
+            else:
+                check(huge < 8 * MIB, f"thp:never: {huge} bytes in huge pages (< 8 MiB)")
+                check("transparent huge pages on" not in text, "thp:never: no warning")
+        finally:
+            h.stop()
+
+
 def test_normal_exit_removes(holder_bin, dirname):
     env = dict(os.environ, EBBMALLOC_CONF=f"stats_dir:{dirname}")
     h = Holder([holder_bin, "1", "0"], env=env)
@@ -399,6 +439,7 @@ def main():
         PRELOAD[0] = a.preload
         test_short_process_leaves_no_page(a.holder, dirname)
         test_live_process(a.ebbstat, a.holder, dirname)
+        test_huge_pages(a.ebbstat, a.holder, dirname)
         test_hostile_pages(a.ebbstat, a.holder, dirname, a.fuzz)
         test_jvm(a.ebbstat, a.preload, dirname)
     finally:

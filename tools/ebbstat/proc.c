@@ -102,9 +102,23 @@ ebbstat_mem_t ebbstat_proc_mem(int pid) {
     if (read_file(path, buf, sizeof(buf)) > 0 && field_kb(buf, "Rss", &m.rss)) {
         field_kb(buf, "Pss", &m.pss);
         field_kb(buf, "Swap", &m.swap);
+        field_kb(buf, "AnonHugePages", &m.anon_huge);
     }
     m.ok = true;
     return m;
+}
+
+const char *ebbstat_host_thp(void) {
+    static char word[16];
+    char buf[128];
+    if (read_file("/sys/kernel/mm/transparent_hugepage/enabled", buf, sizeof(buf)) <= 0)
+        return NULL;
+    const char *open = strchr(buf, '['), *close = open ? strchr(open, ']') : NULL;
+    if (close == NULL || (size_t)(close - open - 1) >= sizeof(word) || close == open + 1)
+        return NULL;
+    memcpy(word, open + 1, (size_t)(close - open - 1));
+    word[close - open - 1] = '\0';
+    return word;
 }
 
 uint64_t ebbstat_now_ns(void) {

@@ -9,6 +9,7 @@
 typedef struct ebbstat_mem_s {
     bool ok;               /* smaps_rollup (or status) could be read */
     uint64_t rss, pss, anon, file, shmem, swap; /* bytes */
+    uint64_t anon_huge;    /* of anon, in transparent huge pages (smaps_rollup only) */
 } ebbstat_mem_t;
 
 /* Start time of pid (field 22 of /proc/PID/stat); false when no such process. */
@@ -19,6 +20,10 @@ void ebbstat_proc_comm(int pid, char *buf, size_t cap);
 ebbstat_mem_t ebbstat_proc_mem(int pid);
 /* True when /proc/PID exists at all. */
 bool ebbstat_proc_exists(int pid);
+/* The host's transparent huge page setting, the bracketed word of
+ * /sys/kernel/mm/transparent_hugepage/enabled ("always", "madvise",
+ * "never"), or NULL when the kernel has none. */
+const char *ebbstat_host_thp(void);
 /* CLOCK_MONOTONIC now, ns (the page's clock). */
 uint64_t ebbstat_now_ns(void);
 

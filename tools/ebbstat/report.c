@@ -23,6 +23,33 @@ ebbstat_recon_t ebbstat_reconcile(const ebbstat_view_t *v) {
     return r;
 }
 
+/* The value of option name in the page's "name:value,..." text, or "". */
+static void option_value(const char *options, const char *name, char *out, size_t cap) {
+    size_t n = strlen(name);
+    out[0] = '\0';
+    for (const char *s = options; *s;) {
+        const char *end = strchr(s, ',');
+        size_t len = end ? (size_t)(end - s) : strlen(s);
+        if (len > n && strncmp(s, name, n) == 0 && s[n] == ':') {
+            size_t vl = len - n - 1 < cap - 1 ? len - n - 1 : cap - 1;
+            memcpy(out, s + n + 1, vl);
+            out[vl] = '\0';
+            return;
+        }
+        s += len + (end != NULL);
+    }
+}
+
+/* Are ebbmalloc's pages in transparent huge pages? Its thp option says
+ * always, or says default on a host set to always. */
+static bool thp_on(const ebbstat_view_t *v, char *opt, size_t cap, const char **host) {
+    option_value(v->page->h->options, "thp", opt, cap);
+    *host = ebbstat_host_thp();
+    if (*host == NULL || strcmp(*host, "never") == 0)
+        return false;
+    return strcmp(opt, "always") == 0 || (strcmp(opt, "default") == 0 && strcmp(*host, "always") == 0);
+}
+
 static double age_s(const ebbstat_view_t *v, uint64_t then_ns) {
     if (then_ns == 0 || then_ns > v->now_ns)
         return 0;
@@ -60,9 +87,11 @@ void ebbstat_write_text(FILE *f, const ebbstat_view_t *v) {
     fprintf(f, "ebbmalloc in pid %d (%s), snapshot %.1f s old, every %" PRIu64 " ms\n", v->pid,
             v->comm, age_s(v, h->publish_ns), h->interval_ms);
     if (v->mem.ok) {
-        fprintf(f, "\nResident memory (RSS, /proc/%d/smaps_rollup) %.1f MiB: anonymous %.1f, "
-                   "file %.1f, shmem %.1f MiB\n",
-                v->pid, mib(r.rss), mib(v->mem.anon), mib(v->mem.file), mib(v->mem.shmem));
+        fprintf(f, "\nResident memory (RSS, /proc/%d/smaps_rollup) %.1f MiB: anonymous %.1f",
+                v->pid, mib(r.rss), mib(v->mem.anon));
+        if (v->mem.anon_huge)
+            fprintf(f, " (%.1f in huge pages)", mib(v->mem.anon_huge));
+        fprintf(f, ", file %.1f, shmem %.1f MiB\n", mib(v->mem.file), mib(v->mem.shmem));
     } else {
         fprintf(f, "\nResident memory: /proc/%d/smaps_rollup unreadable\n", v->pid);
     }
@@ -98,6 +127,13 @@ void ebbstat_write_text(FILE *f, const ebbstat_view_t *v) {
     else
         fprintf(f, "no cgroup memory limit seen, %" PRIu64 " purges forced by memory pressure\n",
                 t->pressure_purges);
+    char thp[16];
+    const char *host;
+    if (thp_on(v, thp, sizeof(thp), &host))
+        fprintf(f, "transparent huge pages on (thp:%s, host %s): pages purged out of a huge page\n"
+                   "  leave the RSS but stay charged to the cgroup until the kernel splits it;\n"
+                   "  thp:never keeps ebbmalloc's memory out of huge pages\n",
+                thp, host);
 
     fprintf(f, "\n%-6s %8s %10s %10s %10s %10s %12s\n", "arena", "threads", "live MiB",
             "active MiB", "dirty MiB", "mapped MiB", "purged MiB");
@@ -176,13 +212,21 @@ void ebbstat_write_json(FILE *f, const ebbstat_view_t *v) {
         fprintf(f, "null");
     fprintf(f, ", \"options\": ");
     json_str(f, h->options);
+    const char *host_thp = ebbstat_host_thp();
+    fprintf(f, ", \"host_thp\": ");
+    if (host_thp)
+        json_str(f, host_thp);
+    else
+        fprintf(f, "null");
     fprintf(f, ",\n \"process\": ");
     if (v->mem.ok)
         fprintf(f,
                 "{\"rss_bytes\": %" PRIu64 ", \"pss_bytes\": %" PRIu64
                 ", \"anon_bytes\": %" PRIu64 ", \"file_bytes\": %" PRIu64
-                ", \"shmem_bytes\": %" PRIu64 ", \"swap_bytes\": %" PRIu64 "}",
-                v->mem.rss, v->mem.pss, v->mem.anon, v->mem.file, v->mem.shmem, v->mem.swap);
+                ", \"shmem_bytes\": %" PRIu64 ", \"swap_bytes\": %" PRIu64
+                ", \"anon_huge_bytes\": %" PRIu64 "}",
+                v->mem.rss, v->mem.pss, v->mem.anon, v->mem.file, v->mem.shmem, v->mem.swap,
+                v->mem.anon_huge);
     else
         fprintf(f, "null");
     fprintf(f,
@@ -251,6 +295,10 @@ void ebbstat_write_prometheus(FILE *f, const ebbstat_view_t *v) {
         prom_head(f, "ebbmalloc_process_rss_bytes", "gauge",
                   "resident memory of the process (smaps_rollup)");
         fprintf(f, "ebbmalloc_process_rss_bytes{pid=\"%d\"} %" PRIu64 "\n", pid, r.rss);
+        prom_head(f, "ebbmalloc_process_anon_huge_bytes", "gauge",
+                  "of the process's anonymous memory, in transparent huge pages");
+        fprintf(f, "ebbmalloc_process_anon_huge_bytes{pid=\"%d\"} %" PRIu64 "\n", pid,
+                v->mem.anon_huge);
         prom_head(f, "ebbmalloc_outside_bytes", "gauge",
                   "resident memory not held by ebbmalloc (heap of a VM, stacks, code)");
         fprintf(f, "ebbmalloc_outside_bytes{pid=\"%d\"} %" PRIu64 "\n", pid, r.outside);
