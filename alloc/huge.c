@@ -17,10 +17,12 @@
  *
  * Freed mappings go to a small cache (HUGE_CACHE_SLOTS mappings, at most
  * huge_cache_mb bytes), reused best-fit for any object they can hold with
- * less than half to spare (the excess is unmapped), so a program that
- * allocates and frees big buffers in a loop pays no mmap, munmap or page
- * faults each time. The decay unmaps entries cached for decay_ms;
- * ebb_purge() empties the cache.
+ * less than half to spare (an excess over a quarter is unmapped), so a
+ * program that allocates and frees big buffers in a loop pays no mmap,
+ * munmap or page faults each time. When none is big enough, the largest
+ * smaller one grows (mremap, as realloc): only the growth faults in fresh
+ * pages. The decay unmaps entries cached for decay_ms; ebb_purge()
+ * empties the cache.
  */
 #include "conf.h"
 #include "internal.h"
@@ -52,15 +54,38 @@ static size_t seg_cap(const ebb_segment_t *seg) {
     return (size_t)((uintptr_t)seg->huge_base + seg->huge_map_len - (uintptr_t)seg);
 }
 
-/* The best-fitting cached mapping that holds need bytes from its header,
- * with less than need to spare; or NULL. */
+/* A cached mapping for an object of need bytes from its header, the one
+ * that wastes fewest pages: one that holds it with at most a quarter to
+ * spare (the smallest: kept whole); else the larger one of
+ *  - the largest smaller mapping, grown by the caller: need - cap fresh
+ *    pages faulted in,
+ *  - the smallest bigger one with less than need to spare, trimmed by the
+ *    caller: cap - need pages unmapped, which a bigger object would have
+ *    to fault in again,
+ * whichever costs fewer pages; else NULL. */
 static ebb_segment_t *cache_take(size_t need) {
     ebb_lock(&cache_lock);
-    int best = -1;
-    for (int i = 0; i < HUGE_CACHE_SLOTS; i++)
-        if (cache[i].seg && cache[i].cap >= need && cache[i].cap - need < need &&
-            (best < 0 || cache[i].cap < cache[best].cap))
-            best = i;
+    int fit = -1, below = -1, above = -1;
+    for (int i = 0; i < HUGE_CACHE_SLOTS; i++) {
+        size_t cap = cache[i].cap;
+        if (cache[i].seg == NULL)
+            continue;
+        if (cap < need) {
+            if (below < 0 || cap > cache[below].cap)
+                below = i;
+        } else if (cap - need <= need / 4) {
+            if (fit < 0 || cap < cache[fit].cap)
+                fit = i;
+        } else if (cap - need < need) {
+            if (above < 0 || cap < cache[above].cap)
+                above = i;
+        }
+    }
+    int best = fit;
+    if (best < 0)
+        best = below < 0 || (above >= 0 && cache[above].cap - need < need - cache[below].cap)
+                   ? above
+                   : below;
     ebb_segment_t *seg = NULL;
     if (best >= 0) {
         seg = cache[best].seg;
@@ -168,6 +193,54 @@ static void trim_tail(ebb_segment_t *seg, size_t cap) {
     seg->huge_map_len -= old - cap;
 }
 
+/* Grow the mapping of seg (not live) so that it holds cap bytes from seg:
+ * in place, or moved with its page tables (no copy) together with the slop
+ * ahead of seg. Returns seg where it now is, its header's mapping updated;
+ * NULL when the OS refuses (the mapping is then as it was). */
+static ebb_segment_t *grow_mapping(ebb_segment_t *seg, size_t cap) {
+    void *base = seg->huge_base;
+    size_t lead = (uintptr_t)seg - (uintptr_t)base;
+    size_t old_len = seg->huge_map_len, new_len = lead + cap;
+    if (ebb__os_remap_inplace(base, old_len, new_len) == 0) {
+        seg->huge_map_len = new_len;
+        return seg;
+    }
+    /* Clear the old bit first: once moved, the range may be mapped anew by
+     * another thread. */
+    ebb__segmap_set(seg, false);
+    char *moved = ebb__os_remap_aligned(base, old_len, new_len, EBB_SEG, lead);
+    if (moved == NULL) {
+        ebb__segmap_set(seg, true);
+        return NULL;
+    }
+    seg = (ebb_segment_t *)(moved + lead);
+    ebb__segmap_set(seg, true);
+    seg->huge_base = moved;
+    seg->huge_map_len = new_len;
+    return seg;
+}
+
+/* A cached mapping for an object at offset of need bytes from seg, fitted
+ * to it: the excess over a quarter trimmed, or grown when it is smaller.
+ * *dirty: how many of the object's bytes held data before. NULL: nothing
+ * cached fits or grows. */
+static ebb_segment_t *reuse_cached(size_t need, size_t offset, size_t *dirty) {
+    ebb_segment_t *seg = cache_take(need);
+    if (seg == NULL)
+        return NULL;
+    size_t cap = seg_cap(seg);
+    *dirty = cap > offset ? cap - offset : 0;
+    if (cap < need) {
+        ebb_segment_t *grown = grow_mapping(seg, need);
+        if (grown == NULL)
+            unmap_huge(seg);
+        return grown;
+    }
+    if (cap - need > need / 4)
+        trim_tail(seg, need);
+    return seg;
+}
+
 void *ebb__huge_alloc(size_t size, size_t align, bool zero) {
     size_t offset = huge_offset(align);
     if (size > PTRDIFF_MAX - offset - 2 * EBB_SEG || align > PTRDIFF_MAX / 4) {
@@ -176,12 +249,11 @@ void *ebb__huge_alloc(size_t size, size_t align, bool zero) {
     }
     size_t need = ebb_align_up(size + offset, EBB_PAGE);
     ebb_segment_t *seg;
-    if (align <= EBB_SEG && (seg = cache_take(need)) != NULL) {
-        if (seg_cap(seg) - need > need / 4)
-            trim_tail(seg, need);
+    size_t dirty;
+    if (align <= EBB_SEG && (seg = reuse_cached(need, offset, &dirty)) != NULL) {
         void *p = set_live(seg, seg->huge_base, seg->huge_map_len, offset);
-        if (zero)
-            memset(p, 0, size); /* a reused mapping is dirty */
+        if (zero) /* what the mapping held before; grown pages read as zero */
+            memset(p, 0, dirty < size ? dirty : size);
         return p;
     }
     void *base;
@@ -223,7 +295,6 @@ void *ebb__huge_realloc(ebb_segment_t *seg, void *p, size_t size) {
         return NULL;
     size_t need = ebb_align_up(size + offset, EBB_PAGE);
     size_t cap = seg_cap(seg);
-    size_t lead = (uintptr_t)seg - (uintptr_t)seg->huge_base;
     if (need <= cap) {
         if (cap - need <= cap / 2)
             return p; /* a modest shrink: keep the pages */
@@ -231,21 +302,11 @@ void *ebb__huge_realloc(ebb_segment_t *seg, void *p, size_t size) {
         trim_tail(seg, need);
         return set_live(seg, seg->huge_base, seg->huge_map_len, offset);
     }
-    void *base = seg->huge_base;
-    size_t old_len = seg->huge_map_len, new_len = lead + need;
     account_free(seg);
-    if (ebb__os_remap_inplace(base, old_len, new_len) == 0)
-        return set_live(seg, base, new_len, offset);
-    /* Move: clear the old bit first, since once moved the range may be
-     * mapped anew by another thread. The slop ahead of seg moves along. */
-    ebb__segmap_set(seg, false);
-    char *moved = ebb__os_remap_aligned(base, old_len, new_len, EBB_SEG, lead);
-    if (moved == NULL) {
-        ebb__segmap_set(seg, true);
-        set_live(seg, base, old_len, offset);
+    ebb_segment_t *grown = grow_mapping(seg, need);
+    if (grown == NULL) {
+        set_live(seg, seg->huge_base, seg->huge_map_len, offset);
         return NULL;
     }
-    seg = (ebb_segment_t *)(moved + lead);
-    ebb__segmap_set(seg, true);
-    return set_live(seg, moved, new_len, offset);
+    return set_live(grown, grown->huge_base, grown->huge_map_len, offset);
 }

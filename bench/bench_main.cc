@@ -74,6 +74,7 @@ const spec kSpecs[] = {
     {"cache_thrash/T:2", wl_cache_thrash, {2, 2000, 8, 8, 0, 1000, kSeed}, true},
     {"many_threads/T:64", wl_many_threads, {64, 10, 16, 4 * KiB, 0, 256, kSeed}, true},
     {"large", wl_large, {1, 200, 64 * KiB, 8 * MiB, 8, 0, kSeed}, false},
+    {"buffers", wl_buffers, {1, 200, 2 * MiB, 16 * MiB, 8, 0, kSeed}, false},
 };
 
 } // namespace

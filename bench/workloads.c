@@ -544,6 +544,35 @@ uint64_t wl_many_threads(const wl_params_t *p)
     return run_workers(p, threads_of(p), many_threads_thread, NULL);
 }
 
+/* ---- buffers over 2 MiB --------------------------------------------------- */
+
+/* Stands for: I/O and compression buffers, and a JVM's direct buffers
+ * (ByteBuffer.allocateDirect writes every byte it is given), taken per
+ * request and given back: p->live slots, each operation a malloc of
+ * p->min_size .. p->max_size writing every page, or a free; no realloc.
+ * What an allocator does with a freed big block decides the cost: unmap it
+ * (the next one faults every page in), keep it for a block of about the
+ * same size, or reuse its pages for any size. */
+uint64_t wl_buffers(const wl_params_t *p)
+{
+    uint64_t s = rng_init(p->seed, 0);
+    size_t live = live_of(p);
+    void **slot = slots_new(live);
+    for (uint64_t i = 0; i < p->iters; i++) {
+        size_t k = (size_t)rng_below(&s, live);
+        if (slot[k] == NULL) {
+            size_t n = rand_size(&s, p->min_size, p->max_size);
+            slot[k] = xmalloc(n);
+            touch_pages(slot[k], 0, n);
+        } else {
+            free(slot[k]);
+            slot[k] = NULL;
+        }
+    }
+    slots_free(slot, live);
+    return p->iters;
+}
+
 /* ---- large blocks ------------------------------------------------------ */
 
 /* Stands for: I/O buffers, decompression windows, image and column buffers,

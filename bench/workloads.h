@@ -49,6 +49,9 @@ uint64_t wl_cache_scratch(const wl_params_t *p);
 uint64_t wl_cache_thrash(const wl_params_t *p);
 /* Many threads allocating in bursts and sleeping in between. */
 uint64_t wl_many_threads(const wl_params_t *p);
+/* Buffers of p->min_size..p->max_size (over 2 MiB) taken and given back,
+ * every page written, no realloc. */
+uint64_t wl_buffers(const wl_params_t *p);
 /* Large blocks: malloc, realloc and free of min..max (64 KiB .. 8 MiB). */
 uint64_t wl_large(const wl_params_t *p);
 
