@@ -99,21 +99,25 @@ static void purged_pages_stay_purged(void **state)
         hashes[i] = block_hash(c.kept[i]);
     uintptr_t *ranges = malloc(c.nkept * sizeof(uintptr_t));
     assert_non_null(ranges);
-    size_t nranges = ranges_holding(c.kept, c.nkept, ranges), collapsed = 0, refused = 0;
+    size_t nranges = ranges_holding(c.kept, c.nkept, ranges), collapsed = 0, refused = 0,
+           no_page = 0;
     for (size_t i = 0; i < nranges; i++) {
         if (madvise((void *)ranges[i], HUGE_PAGE, MADV_COLLAPSE) == 0)
             collapsed++;
         else if (errno == EINVAL)
             refused++;
+        else if (errno == EAGAIN || errno == ENOMEM)
+            no_page++; /* no huge page to be had just now */
     }
     free(ranges);
     size_t after = tu_statm(TU_STATM_RESIDENT);
     fprintf(stderr,
             "thp:%s: baseline %zu MiB, live %zu MiB in %zu blocks, resident %zu MiB after "
             "malloc_trim (bound %zu MiB); of the %zu huge-page ranges that hold them, %zu "
-            "collapsed, %zu refused (EINVAL); resident %zu MiB after\n",
+            "collapsed, %zu refused (EINVAL), %zu without a huge page (EAGAIN, ENOMEM); "
+            "resident %zu MiB after\n",
             mode, base / TU_MiB, c.kept_bytes / TU_MiB, c.nkept, trimmed / TU_MiB,
-            bound / TU_MiB, nranges, collapsed, refused, after / TU_MiB);
+            bound / TU_MiB, nranges, collapsed, refused, no_page, after / TU_MiB);
     for (size_t i = 0; i < c.nkept; i++)
         assert_true(block_hash(c.kept[i]) == hashes[i]);
     free(hashes);
@@ -122,9 +126,15 @@ static void purged_pages_stay_purged(void **state)
         assert_int_equal(refused, nranges);
         assert_true(after <= bound);
     } else {
-        /* Left to the system, the purged pages come back as huge pages. */
+        /* Left to the system, the purged pages come back as huge pages:
+         * each collapse makes 2 MiB resident where a few pages were. */
+        if (collapsed == 0 && no_page > 0) {
+            fprintf(stderr, "SKIP: the kernel had no huge page to collapse into\n");
+            du_release(&c);
+            skip();
+        }
         assert_true(collapsed > 0);
-        assert_true(after > bound + TOTAL / 4);
+        assert_true(after >= trimmed + collapsed * (HUGE_PAGE / 2));
     }
     du_release(&c);
 }
