@@ -1,10 +1,13 @@
 /* Huge objects (over EBB_LARGE_MAX) and the cache of freed mappings: a
  * fitting mapping is reused as it is, a smaller one grows (only the growth
  * is fresh pages), a much bigger one is trimmed; calloc clears what a
- * reused mapping held and leaves the fresh pages untouched. Residency is
- * read with mincore(). Run with a long decay (ctest), so that nothing
- * expires the cache behind a test. */
+ * reused mapping held and leaves the fresh pages untouched; threads share
+ * the cache while it is emptied under them. Residency is read with
+ * mincore(). Run with a long decay (ctest), so that nothing expires the
+ * cache behind a test. */
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -136,6 +139,89 @@ static void test_aligned_object_grows(void **state) {
     ebb_free(q);
 }
 
+/* Threads taking, growing and giving back cached mappings at once, while
+ * another empties the cache again and again: every buffer holds what its
+ * thread wrote (the first and last word of each page) until it is freed. */
+enum { WORKERS = 4, SLOTS = 4, ROUNDS = 300 };
+static atomic_int stress_failures, stress_done;
+
+static uint64_t next_rand(uint64_t *s) {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+static void mark(uint64_t *p, size_t size, uint64_t tag, bool check) {
+    for (size_t off = 0; off + sizeof(uint64_t) <= size; off += EBB_PAGE) {
+        size_t last = (off + EBB_PAGE < size ? off + EBB_PAGE : size) / sizeof(uint64_t) - 1;
+        uint64_t *first = p + off / sizeof(uint64_t), *end = p + last;
+        if (end == first) /* a last page of one word */
+            end = NULL;
+        if (!check) {
+            *first = tag ^ off;
+            if (end)
+                *end = ~tag ^ off;
+        } else if (*first != (tag ^ off) || (end && *end != (~tag ^ off))) {
+            atomic_fetch_add(&stress_failures, 1);
+            return;
+        }
+    }
+}
+
+static void *buffer_worker(void *arg) {
+    uint64_t rng = 0x9e3779b97f4a7c15ull * ((uintptr_t)arg + 1);
+    uint64_t *slot[SLOTS] = {0};
+    size_t size[SLOTS] = {0};
+    uint64_t tag[SLOTS] = {0};
+    for (int r = 0; r < ROUNDS; r++) {
+        int k = (int)(next_rand(&rng) % SLOTS);
+        if (slot[k] == NULL) {
+            size[k] = (2 * MiB) << (next_rand(&rng) % 3); /* 2, 4 or 8 MiB */
+            size[k] += (next_rand(&rng) % size[k]) & ~(size_t)7;
+            slot[k] = ebb_malloc(size[k]);
+            if (slot[k] == NULL) {
+                atomic_fetch_add(&stress_failures, 1);
+                continue;
+            }
+            tag[k] = next_rand(&rng);
+            mark(slot[k], size[k], tag[k], false);
+        } else {
+            mark(slot[k], size[k], tag[k], true);
+            ebb_free(slot[k]);
+            slot[k] = NULL;
+        }
+    }
+    for (int k = 0; k < SLOTS; k++) {
+        if (slot[k] != NULL) {
+            mark(slot[k], size[k], tag[k], true);
+            ebb_free(slot[k]);
+        }
+    }
+    atomic_fetch_add(&stress_done, 1);
+    return NULL;
+}
+
+static void test_threads_share_the_cache(void **state) {
+    (void)state;
+    pthread_t t[WORKERS];
+    for (uintptr_t i = 0; i < WORKERS; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, buffer_worker, (void *)i), 0);
+    unsigned flushes = 0;
+    while (atomic_load(&stress_done) < WORKERS) {
+        ebb__huge_cache_flush();
+        flushes++;
+        struct timespec ts = {0, 200000};
+        nanosleep(&ts, NULL);
+    }
+    for (int i = 0; i < WORKERS; i++)
+        pthread_join(t[i], NULL);
+    print_message("%u cache flushes during the run\n", flushes);
+    assert_int_equal(atomic_load(&stress_failures), 0);
+    ebb__huge_cache_flush();
+    assert_int_equal(atomic_load(&ebb__huge_cached_bytes), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_fitting_mapping_reused_as_is, setup),
@@ -143,6 +229,7 @@ int main(void) {
         cmocka_unit_test_setup(test_calloc_of_reused_mapping_is_zero, setup),
         cmocka_unit_test_setup(test_bigger_mapping_trimmed, setup),
         cmocka_unit_test_setup(test_aligned_object_grows, setup),
+        cmocka_unit_test_setup(test_threads_share_the_cache, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
