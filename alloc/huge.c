@@ -16,13 +16,13 @@
  * so calloc clears nothing.
  *
  * Freed mappings go to a small cache (HUGE_CACHE_SLOTS mappings, at most
- * huge_cache_mb bytes), reused best-fit for any object they can hold with
- * less than half to spare (an excess over a quarter is unmapped), so a
- * program that allocates and frees big buffers in a loop pays no mmap,
- * munmap or page faults each time. When none is big enough, the largest
- * smaller one grows (mremap, as realloc): only the growth faults in fresh
- * pages. The decay unmaps entries cached for decay_ms; ebb_purge()
- * empties the cache.
+ * huge_cache_mb bytes), so a program that allocates and frees big buffers
+ * in a loop pays no mmap, munmap or page faults each time. A request takes
+ * the cached mapping that wastes fewest pages (cache_take): one that holds
+ * it with at most a quarter to spare; else the largest smaller one, grown
+ * with mremap as realloc grows (only the growth faults in fresh pages), or
+ * the smallest bigger one, its excess unmapped. The decay unmaps entries
+ * cached for decay_ms; ebb_purge() empties the cache.
  */
 #include "conf.h"
 #include "internal.h"
