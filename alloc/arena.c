@@ -278,7 +278,7 @@ static ebb_span_t *slab_put(ebb_bin_t *b, ebb_span_t *s, void *p, unsigned c, ui
 }
 
 void ebb__arena_flush(unsigned c, void *head) {
-    uint64_t now = ebb__os_now_ns();
+    uint64_t now = ebb__os_coarse_ns();
     ebb_arena_t *locked = NULL;
     ebb_span_t *empties = NULL;
     while (head != NULL) {

@@ -107,7 +107,7 @@ static bool cache_put(ebb_segment_t *seg) {
     ebb_segment_t *victims[HUGE_CACHE_SLOTS];
     int nv = 0;
     seg->kind = EBB_SEG_HUGE_CACHED; /* a second free of it now aborts */
-    uint64_t now = ebb__os_now_ns();
+    uint64_t now = ebb__os_coarse_ns();
     ebb_lock(&cache_lock);
     for (;;) {
         int empty = -1, oldest = -1;

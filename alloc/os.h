@@ -118,6 +118,12 @@ void ebb__os_write_err(const char *buf, size_t len);
 /* Monotonic clock in nanoseconds. */
 uint64_t ebb__os_now_ns(void);
 
+/* The same clock as of the last timer tick (CLOCK_MONOTONIC_COARSE: 1-10 ms
+ * behind, never ahead of ebb__os_now_ns, a fifth of its cost), for the
+ * stamps of the free paths: the decay only asks whether a stamp is older
+ * than a cutoff, so a stamp a tick early purges a tick early. */
+uint64_t ebb__os_coarse_ns(void);
+
 /* Futex wait while *addr == val / wake up to n waiters. */
 void ebb__os_futex_wait(volatile uint32_t *addr, uint32_t val);
 void ebb__os_futex_wake(volatile uint32_t *addr, int n);

@@ -437,7 +437,7 @@ void ebb__heap_free(ebb_heap_t *h, ebb_span_t *s) {
     s->purged_pages = 0;
     s->muzzy = 0;
     s->ndirty = s->npages - clean;
-    s->free_since_ns = ebb__os_now_ns();
+    s->free_since_ns = ebb__os_coarse_ns();
     insert_coalesced(h, s);
     if (h->dirty_pages > h->dirty_cap_pages && !h->kicked) {
         h->kicked = true; /* once per purge round: see ebb__decay_run */
