@@ -432,21 +432,39 @@ static uint64_t slab_purge_mask(const ebb_span_t *s, const ebb_class_info_t *ci,
 
 /* madvise the pages of mask in slab s, a call per run; returns the bytes.
  * Either under the bin lock, or with s off every list (no object of those
- * pages can be handed out meanwhile). The pages are in purged_pages. */
-static size_t slab_purge_runs(ebb_arena_t *a, ebb_span_t *s, uint64_t mask) {
+ * pages can be handed out meanwhile). The pages are in purged_pages; the
+ * runs the kernel refuses (locked pages) go to *refused, for the caller to
+ * take out of purged_pages under the bin lock. */
+static size_t slab_purge_runs(ebb_arena_t *a, ebb_span_t *s, uint64_t mask, uint64_t *refused) {
     size_t purged = 0;
+    *refused = 0;
     while (mask != 0) {
         unsigned k = (unsigned)__builtin_ctzll(mask);
         uint64_t rest = ~(mask >> k);
         unsigned run = rest != 0 ? (unsigned)__builtin_ctzll(rest) : 64 - k;
-        ebb__os_purge((char *)ebb_span_addr(s) + ((size_t)k << EBB_PAGE_SHIFT),
-                      (size_t)run << EBB_PAGE_SHIFT);
-        purged += (size_t)run << EBB_PAGE_SHIFT;
-        atomic_fetch_add_explicit(&s->seg->arena->slab_purged_pages, run, memory_order_relaxed);
+        uint64_t bits = run == 64 ? ~0ull : ((1ull << run) - 1) << k;
         atomic_fetch_add_explicit(&a->slab_purge_calls, 1, memory_order_relaxed);
-        mask &= run == 64 ? 0 : ~(((1ull << run) - 1) << k);
+        if (ebb__os_purge((char *)ebb_span_addr(s) + ((size_t)k << EBB_PAGE_SHIFT),
+                          (size_t)run << EBB_PAGE_SHIFT) != 0) {
+            *refused |= bits;
+            atomic_fetch_add_explicit(&a->slab_purge_refused, 1, memory_order_relaxed);
+        } else {
+            purged += (size_t)run << EBB_PAGE_SHIFT;
+            atomic_fetch_add_explicit(&s->seg->arena->slab_purged_pages, run, memory_order_relaxed);
+        }
+        mask &= ~bits;
     }
     return purged;
+}
+
+/* Pages of s whose purge the kernel refused still hold what they held:
+ * not purged, and tried again a decay period from now (or by a forced
+ * purge). pre: the bin lock held. */
+static void slab_purge_refused(ebb_span_t *s, uint64_t refused, const ebb_purge_policy_t *pol) {
+    if (refused == 0)
+        return;
+    s->purged_pages &= ~refused;
+    s->free_since_ns = pol->now_ns;
 }
 
 #define SLAB_PURGE_BATCH 32 /* slabs taken off at once */
@@ -470,9 +488,10 @@ static size_t bin_purge(ebb_arena_t *a, unsigned c, const ebb_purge_policy_t *po
     size_t purged = 0;
     ebb_lock(&b->lock);
     if (b->cur != NULL) {
-        uint64_t m = slab_purge_mask(b->cur, ci, pol, next_due_ns);
+        uint64_t m = slab_purge_mask(b->cur, ci, pol, next_due_ns), refused;
         b->cur->purged_pages |= m;
-        purged += slab_purge_runs(a, b->cur, m);
+        purged += slab_purge_runs(a, b->cur, m, &refused);
+        slab_purge_refused(b->cur, refused, pol);
     }
     b->purge_next = b->nonfull;
     while (b->purge_next != NULL && !atomic_load(&ebb__purge_yield)) {
@@ -498,13 +517,15 @@ static size_t bin_purge(ebb_arena_t *a, unsigned c, const ebb_purge_policy_t *po
             ebb_lock(&b->lock);
             continue;
         }
+        uint64_t refused[SLAB_PURGE_BATCH];
         for (int k = 0; k < n; k++)
-            purged += slab_purge_runs(a, batch[k], masks[k]);
+            purged += slab_purge_runs(a, batch[k], masks[k], &refused[k]);
         ebb_lock(&b->lock);
         ebb_span_t *empties = NULL;
         for (int k = 0; k < n; k++) {
             s = batch[k];
             s->on_list = 0;
+            slab_purge_refused(s, refused[k], pol);
             if (s->nfree == s->nobjs) { /* its last objects came back meanwhile */
                 b->nslabs--;
                 s->next = empties;

@@ -90,6 +90,7 @@ bool ebb__init_slow(void) {
     ebb__narenas = n < EBB_MAX_ARENAS ? n : EBB_MAX_ARENAS;
     ebb__heap_retain = ebb__opts.retain;
     ebb__os_set_thp((unsigned)ebb__opts.thp);
+    bool purge_works = ebb__os_purge_probe();
     if (!ebb__segmap_init() || ebb__arena_get(0) == NULL) {
         ebb_unlock(&init_lock);
         return false;
@@ -104,6 +105,8 @@ bool ebb__init_slow(void) {
         char buf[400];
         ebb__conf_describe(&ebb__opts, buf, sizeof(buf));
         ebb__warn("version %s, %u arenas, options %s", EBB_VERSION_STRING, ebb__narenas, buf);
+        if (!purge_works)
+            ebb__warn("MADV_DONTNEED leaves pages as they were here (an emulator?): nothing is purged");
     }
     return true;
 }

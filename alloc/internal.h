@@ -178,10 +178,12 @@ struct ebb_span_s {
     uint8_t on_list;          /* slab: EBB_SLAB_NONFULL, _PURGING (off every list), or 0 */
     uint8_t zeroed;           /* large: memory known to be zero at alloc */
     uint8_t muzzy;            /* free: dirty pages were MADV_FREEd (stage 1) */
+    uint8_t refused;          /* free: the kernel refused its last purge */
     uint16_t nfree;           /* slab: free objects */
     uint16_t nobjs;           /* slab: objects in all */
     uint32_t ndirty;          /* free: pages that may be resident */
     uint32_t list_idx;        /* free: which heap list it is on */
+    uint32_t refused_round;   /* free, refused: the heap's purge_round then */
     uint64_t free_since_ns;   /* free: when it became dirty (or muzzy);
                                  slab: when an object was last freed into it */
     uint64_t purged_pages;    /* slab: bit k set = page k purged while free */
@@ -255,6 +257,8 @@ typedef struct ebb_heap_s {
     size_t dirty_pages;         /* of those, possibly resident */
     size_t purged_bytes;        /* cumulative */
     size_t purge_calls;         /* cumulative */
+    size_t purge_refused;       /* cumulative: calls the kernel refused */
+    uint32_t purge_round;       /* ebb__heap_purge calls so far */
     size_t dirty_cap_pages;     /* above this, wake the purger at once */
     size_t active_peak_pages;   /* most active pages since peak_since_ns */
     size_t active_peak_prev;    /* ... in the decay period before that */
@@ -331,6 +335,7 @@ struct ebb_arena_s {
     _Atomic size_t slab_purged_pages; /* slab pages of the heap purged now (not resident) */
     _Atomic size_t slab_purged_bytes; /* cumulative */
     _Atomic size_t slab_purge_calls;  /* cumulative */
+    _Atomic size_t slab_purge_refused; /* cumulative: calls the kernel refused */
     uint64_t large_nmalloc, large_nfree;
     ebb_bin_t bins[EBB_NSMALL + 1];
 };
@@ -545,7 +550,7 @@ typedef struct ebb_arena_figures_s {
     size_t slab_bytes_out; /* bytes of small objects out of slabs (live or cached) */
     size_t large_bytes;
     size_t active_pages, free_pages, dirty_pages, nsegments;
-    size_t purged_bytes, purge_calls;
+    size_t purged_bytes, purge_calls, purge_refused;
 } ebb_arena_figures_t;
 void ebb__arena_figures(ebb_arena_t *a, ebb_arena_figures_t *f);
 uint64_t ebb__class_nmalloc(unsigned c);

@@ -73,14 +73,39 @@ oom:
 
 int ebb__os_unmap(void *addr, size_t len) { return munmap(addr, len) == 0 ? 0 : errno; }
 
+static _Atomic bool purge_works = true;
+#define PROBE_BYTES 4096 /* a page on every Linux ebbmalloc supports */
+
 int ebb__os_purge(void *addr, size_t len) {
+    if (!atomic_load_explicit(&purge_works, memory_order_relaxed))
+        return ENOSYS;
     int saved = errno;
     int r = madvise(addr, len, MADV_DONTNEED) == 0 ? 0 : errno;
     errno = saved;
     return r;
 }
 
+bool ebb__os_purge_probe(void) {
+    int saved = errno;
+    bool works = true; /* unless a page shows otherwise */
+    volatile unsigned char *p = map_raw(PROBE_BYTES);
+    if (p != NULL) {
+        p[0] = 1;
+        /* Refused (a locked page, under mlockall(MCL_FUTURE)) says nothing
+         * of the call: each purge then reports its own failure. Accepted,
+         * the page must read as zero. */
+        if (madvise((void *)p, PROBE_BYTES, MADV_DONTNEED) == 0)
+            works = p[0] == 0;
+        munmap((void *)p, PROBE_BYTES);
+    }
+    atomic_store_explicit(&purge_works, works, memory_order_relaxed);
+    errno = saved;
+    return works;
+}
+
 int ebb__os_purge_lazy(void *addr, size_t len) {
+    if (!atomic_load_explicit(&purge_works, memory_order_relaxed))
+        return ENOSYS;
 #ifdef MADV_FREE
     int saved = errno;
     int r = madvise(addr, len, MADV_FREE) == 0 ? 0 : errno;

@@ -33,8 +33,18 @@ int ebb__os_unmap(void *addr, size_t len);
 
 /* Give the pages back to the OS; their contents read as zero afterwards
  * (MADV_DONTNEED on private anonymous memory). pre: page-aligned.
- * Returns 0 or an errno. */
+ * Returns 0 or an errno; on an error the pages may still hold what they
+ * held (locked pages, mlock or mlockall: EINVAL), and after
+ * ebb__os_purge_probe found MADV_DONTNEED without effect, every call
+ * returns ENOSYS without making one. */
 int ebb__os_purge(void *addr, size_t len);
+
+/* Does MADV_DONTNEED empty a page here? Tries it on a page of its own and
+ * sets what ebb__os_purge does accordingly. Under an emulator that accepts
+ * the call and does nothing (qemu-user), purged memory would keep its
+ * contents while the allocator takes it for zero (calloc). Returns true
+ * where it works. Called at initialisation. */
+bool ebb__os_purge_probe(void);
 
 /* Let the OS reclaim the pages lazily (MADV_FREE): they stay resident
  * until memory is short, and read as zero or as before. Falls back to

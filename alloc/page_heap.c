@@ -247,6 +247,8 @@ static bool split_front(ebb_heap_t *h, ebb_span_t *s, size_t npages) {
     r->kind = EBB_SPAN_FREE;
     r->ndirty = s->ndirty < r->npages ? s->ndirty : r->npages;
     r->free_since_ns = s->free_since_ns;
+    r->refused = s->refused;
+    r->refused_round = s->refused_round;
     s->npages = (uint32_t)npages;
     if (s->ndirty > npages)
         s->ndirty = (uint32_t)npages;
@@ -379,6 +381,9 @@ static uint64_t merged_since(const ebb_span_t *a, const ebb_span_t *b) {
 static void absorb(ebb_heap_t *h, ebb_span_t *lo, ebb_span_t *hi) {
     lo->free_since_ns = merged_since(lo, hi);
     lo->muzzy &= hi->muzzy;
+    if (hi->refused && (!lo->refused || hi->refused_round == h->purge_round))
+        lo->refused_round = hi->refused_round; /* refused this round if either was */
+    lo->refused |= hi->refused;
     lo->npages += hi->npages;
     lo->ndirty += hi->ndirty;
     ebb__span_delete(h, hi);
@@ -436,6 +441,7 @@ void ebb__heap_free(ebb_heap_t *h, ebb_span_t *s) {
     s->sclass = 0;
     s->purged_pages = 0;
     s->muzzy = 0;
+    s->refused = 0;
     s->ndirty = s->npages - clean;
     s->free_since_ns = ebb__os_coarse_ns();
     insert_coalesced(h, s);
@@ -495,6 +501,17 @@ static bool purge_due(const ebb_span_t *s, const ebb_purge_policy_t *pol) {
     return s->free_since_ns <= (s->muzzy ? pol->muzzy_cutoff_ns : pol->cutoff_ns);
 }
 
+/* Purge s in this round: due, or dirty while the heap is over its cap.
+ * A span whose purge the kernel refused (locked pages: mlock, mlockall)
+ * was stamped anew then: it is tried again when due by that stamp, or by
+ * a forced purge (malloc_trim, pressure) -- once a round, and never for
+ * the cap, which would retry it on every round a free kicks off. */
+static bool purge_wanted(const ebb_heap_t *h, const ebb_span_t *s, const ebb_purge_policy_t *pol) {
+    if (!s->refused)
+        return purge_due(s, pol) || (s->ndirty && h->dirty_pages > pol->keep_dirty_pages);
+    return s->refused_round != h->purge_round && purge_due(s, pol);
+}
+
 #define PURGE_BATCH 32 /* spans taken off at once */
 #define PURGE_LOOK 256 /* spans looked at under one hold of the lock */
 
@@ -527,6 +544,7 @@ size_t ebb__heap_purge(ebb_heap_t *h, const ebb_purge_policy_t *pol, uint64_t *n
     size_t purged = 0;
     uint64_t next = UINT64_MAX;
     ebb_lock(&h->lock);
+    h->purge_round++;
     h->purge_list = next_nonempty(h, 0);
     h->purge_next = h->purge_list < EBB_HEAP_NLISTS ? h->lists[h->purge_list] : NULL;
     int passes = 1;
@@ -538,7 +556,7 @@ size_t ebb__heap_purge(ebb_heap_t *h, const ebb_purge_policy_t *pol, uint64_t *n
         ebb_span_t *s = NULL;
         for (int seen = 0; n < PURGE_BATCH && seen < PURGE_LOOK && (s = purge_walk(h)) != NULL; seen++) {
             bool over_cap = h->dirty_pages > pol->keep_dirty_pages;
-            if (!purge_due(s, pol) && !(over_cap && s->ndirty)) {
+            if (!purge_wanted(h, s, pol)) {
                 if (s->ndirty) {
                     uint64_t due = s->free_since_ns + (s->muzzy ? pol->muzzy_ns : pol->decay_ns);
                     if (due < next)
@@ -556,34 +574,41 @@ size_t ebb__heap_purge(ebb_heap_t *h, const ebb_purge_policy_t *pol, uint64_t *n
         }
         bool walked = s == NULL;
         ebb_unlock(&h->lock); /* allocating threads get in between batches */
-        size_t bytes = 0, calls = 0;
+        size_t bytes = 0, calls = 0, refused = 0;
+        bool failed[PURGE_BATCH];
         for (int k = 0; k < n; k++) {
             void *addr = (void *)ebb_span_addr(batch[k]);
             size_t len = (size_t)batch[k]->npages << EBB_PAGE_SHIFT;
-            if (lazy[k])
-                ebb__os_purge_lazy(addr, len);
-            else
-                ebb__os_purge(addr, len);
+            failed[k] = (lazy[k] ? ebb__os_purge_lazy(addr, len) : ebb__os_purge(addr, len)) != 0;
             calls++;
-            if (!lazy[k])
+            refused += failed[k];
+            if (!lazy[k] && !failed[k])
                 bytes += (size_t)batch[k]->ndirty << EBB_PAGE_SHIFT;
         }
         ebb_lock(&h->lock);
         for (int k = 0; k < n; k++) {
             s = batch[k];
             s->kind = EBB_SPAN_FREE;
-            if (lazy[k]) {
+            if (failed[k]) {
+                /* Its pages may hold what they held: still dirty, and not
+                 * known to be zero. Tried again a decay period from now. */
+                s->refused = 1;
+                s->refused_round = h->purge_round;
+                s->free_since_ns = pol->now_ns;
+            } else if (lazy[k]) {
+                s->refused = 0;
                 s->muzzy = 1;
                 s->free_since_ns = pol->now_ns; /* the second stage starts now */
             } else {
                 s->muzzy = 0;
                 s->ndirty = 0;
+                s->refused = 0;
             }
             /* Where the walk is past it, say when it (or what it merged
              * into) falls due. */
             s = insert_coalesced(h, s);
             if (s != NULL && s->ndirty) {
-                if (purge_due(s, pol) || h->dirty_pages > pol->keep_dirty_pages)
+                if (purge_wanted(h, s, pol))
                     again = true;
                 uint64_t due = s->free_since_ns + (s->muzzy ? pol->muzzy_ns : pol->decay_ns);
                 if (due < next)
@@ -592,6 +617,7 @@ size_t ebb__heap_purge(ebb_heap_t *h, const ebb_purge_policy_t *pol, uint64_t *n
         }
         h->purged_bytes += bytes;
         h->purge_calls += calls;
+        h->purge_refused += refused;
         purged += bytes;
         if (walked) {
             if (!again || passes == 4)

@@ -22,6 +22,7 @@ void ebb__arena_figures(ebb_arena_t *a, ebb_arena_figures_t *f) {
     f->nsegments = a->heap.nsegments;
     f->purged_bytes = a->heap.purged_bytes;
     f->purge_calls = a->heap.purge_calls;
+    f->purge_refused = a->heap.purge_refused;
     ebb_unlock(&a->heap.lock);
 }
 
@@ -101,6 +102,7 @@ static void collect_arena(ebb_arena_t *a, ebb_stats_counters_t *s, ebb_stats_cla
     s->dirty_bytes = f.dirty_pages << EBB_PAGE_SHIFT;
     s->purged_bytes = f.purged_bytes + atomic_load_explicit(&a->slab_purged_bytes, memory_order_relaxed);
     s->purge_calls = f.purge_calls + atomic_load_explicit(&a->slab_purge_calls, memory_order_relaxed);
+    s->purge_refused = f.purge_refused + atomic_load_explicit(&a->slab_purge_refused, memory_order_relaxed);
     s->mapped_bytes = f.nsegments * EBB_SEG;
     uint64_t used = s->active_bytes + s->dirty_bytes;
     s->retained_bytes = s->mapped_bytes > used ? s->mapped_bytes - used : 0;
@@ -125,6 +127,7 @@ void ebb__stats_collect(ebb_stats_counters_t *total, ebb_stats_counters_t *arena
         total->dirty_bytes += s->dirty_bytes;
         total->purged_bytes += s->purged_bytes;
         total->purge_calls += s->purge_calls;
+        total->purge_refused += s->purge_refused;
         total->large_nmalloc += s->large_nmalloc;
         total->large_nfree += s->large_nfree;
     }

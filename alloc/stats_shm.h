@@ -43,7 +43,7 @@
 #include <string.h>
 
 #define EBB_STATS_MAGIC 0x3174617473626265ull /* "ebbstat1", little-endian */
-#define EBB_STATS_VERSION 2
+#define EBB_STATS_VERSION 3
 #define EBB_STATS_OPTS_LEN 1024   /* options text, NUL-terminated */
 #define EBB_STATS_FILE_PREFIX "ebbmalloc."
 

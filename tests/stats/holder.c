@@ -1,11 +1,13 @@
 /*
  * A process that holds memory for ebbstat to read (tests/stats).
- *   holder LIVE_MIB DIRTY_MIB [tick]
+ *   holder LIVE_MIB DIRTY_MIB [tick|lock]
  * allocates LIVE_MIB of touched 1 MiB blocks (and 64 Ki small objects) and
  * keeps them; allocates and frees DIRTY_MIB more, which stays dirty until
  * purged; prints "ready PID" and waits for its standard input to close.
  * With "tick", a thread of its own calls the publisher every 20 ms (for a
- * build without the background thread). Linked with the malloc-replacing
+ * build without the background thread). With "lock", it first locks all
+ * its memory, now and future (mlockall), so that no purge can succeed; it
+ * exits 77 where that is not permitted. Linked with the malloc-replacing
  * library, or run under LD_PRELOAD.
  */
 #include <pthread.h>
@@ -13,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -34,8 +37,12 @@ static void *ticker(void *arg) {
 
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: holder LIVE_MIB DIRTY_MIB [tick]\n");
+        fprintf(stderr, "usage: holder LIVE_MIB DIRTY_MIB [tick|lock]\n");
         return 2;
+    }
+    if (argc > 3 && strcmp(argv[3], "lock") == 0 && mlockall(MCL_CURRENT | MCL_FUTURE) != 0) {
+        perror("holder: mlockall");
+        return 77;
     }
     size_t live = strtoul(argv[1], NULL, 10), dirty = strtoul(argv[2], NULL, 10);
     char **keep = calloc(live + 1, sizeof(char *));

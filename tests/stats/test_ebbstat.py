@@ -247,6 +247,47 @@ def test_huge_pages(ebbstat, holder_bin, dirname):
             h.stop()
 
 
+def test_refused_purges(ebbstat, holder_bin, dirname):
+    """A holder under mlockall: the kernel refuses every purge. ebbstat
+    counts the refusals in all three outputs and explains them in the text;
+    the same holder unlocked has none and no such line."""
+    for lock in (True, False):
+        what = "locked" if lock else "unlocked"
+        env = dict(os.environ, EBBMALLOC_CONF=f"stats_dir:{dirname},decay_ms:100,"
+                   "stats_interval_ms:100")
+        argv = [holder_bin, "16", "16"] + (["lock"] if lock else [])
+        p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+                             text=True)
+        line = p.stdout.readline().split()
+        if not line:
+            p.wait(timeout=30)
+            check(p.returncode == 77, f"{what}: the holder starts or skips ({p.returncode})")
+            print("skip refused purges: mlockall is not permitted here")
+            return
+        pid = int(line[1])
+        try:
+            time.sleep(0.6)  # a purge due and tried at 100 ms, published at 200
+            doc = wait_page(ebbstat, pid, dirname, want_snapshots=4)
+            check(doc is not None, f"{what}: ebbstat --json reads the holder")
+            if doc is None:
+                continue
+            refused = doc["total"]["purge_refused"]
+            text = run([ebbstat, "--dir", dirname, str(pid)]).stdout
+            prom = run([ebbstat, "--dir", dirname, "--prometheus", str(pid)]).stdout
+            warned = "of the madvise calls refused" in text
+            if lock:
+                check(refused > 0 and warned, f"locked: {refused} refusals, and the text says so")
+                check(f'ebbmalloc_purge_refused_total{{pid="{pid}"}} {refused}' in prom,
+                      "locked: --prometheus has ebbmalloc_purge_refused_total")
+                check(doc["total"]["dirty_bytes"] >= 15 * MIB,
+                      f"locked: the freed 16 MiB stay dirty ({doc['total']['dirty_bytes']})")
+            else:
+                check(refused == 0 and not warned, f"unlocked: {refused} refusals, no such line")
+        finally:
+            p.stdin.close()
+            p.wait(timeout=30)
+
+
 def test_normal_exit_removes(holder_bin, dirname):
     env = dict(os.environ, EBBMALLOC_CONF=f"stats_dir:{dirname}")
     h = Holder([holder_bin, "1", "0"], env=env)
@@ -440,6 +481,7 @@ def main():
         test_short_process_leaves_no_page(a.holder, dirname)
         test_live_process(a.ebbstat, a.holder, dirname)
         test_huge_pages(a.ebbstat, a.holder, dirname)
+        test_refused_purges(a.ebbstat, a.holder, dirname)
         test_hostile_pages(a.ebbstat, a.holder, dirname, a.fuzz)
         test_jvm(a.ebbstat, a.preload, dirname)
     finally:

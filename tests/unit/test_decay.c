@@ -1,15 +1,19 @@
 /* The decay (decay.c) with an injected clock: when a free span falls due,
  * the next-due time it reports, the dirty cap (and the recent peak it
  * follows), forced purges, the two muzzy
- * stages, free pages inside slabs, calloc on purged spans, the idle thread
- * cache drain, and the cgroup memory value parser. No test sleeps: the
- * times passed in are ebb__os_now_ns() (the clock the allocator stamps
- * frees with) plus chosen offsets. Needs background_thread:false (set by
- * ctest), so that nothing purges behind the tests' backs. */
+ * stages, free pages inside slabs, calloc on purged spans, purges the
+ * kernel refuses or ignores, the idle thread cache drain, and the cgroup
+ * memory value parser. No test sleeps: the times passed in are
+ * ebb__os_now_ns() (the clock the allocator stamps frees with) plus chosen
+ * offsets. Needs background_thread:false (set by ctest), so that nothing
+ * purges behind the tests' backs. */
+#include <errno.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "../common/test_util.h"
 #include "unit.h"
@@ -19,6 +23,30 @@
 #define MAX_PAGES 1024
 
 static ebb_opts_t saved_opts;
+
+/* ---- a kernel that refuses purges, or ignores them ---- */
+/* The allocator's madvise calls land here: this executable's definition
+ * comes before the C library's. MADV_DONTNEED and MADV_FREE are refused
+ * with EINVAL, as the kernel refuses them on locked pages (mlock,
+ * mlockall), or accepted and ignored, as qemu-user does; anything else,
+ * and every call in MADV_REAL, goes to the kernel. */
+enum { MADV_REAL, MADV_REFUSE, MADV_IGNORE };
+static _Atomic int madv_mode;
+static _Atomic unsigned madv_purges; /* purge calls that reached here */
+
+int madvise(void *addr, size_t len, int advice) {
+    bool purge = advice == MADV_DONTNEED || advice == MADV_FREE;
+    int mode = atomic_load(&madv_mode);
+    if (purge)
+        atomic_fetch_add(&madv_purges, 1);
+    if (purge && mode == MADV_REFUSE) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (purge && mode == MADV_IGNORE)
+        return 0;
+    return (int)syscall(SYS_madvise, addr, len, advice);
+}
 
 /* Each test starts with nothing dirty anywhere and its own options. */
 static int setup(void **state) {
@@ -32,6 +60,8 @@ static int setup(void **state) {
 static int teardown(void **state) {
     (void)state;
     ebb__opts = saved_opts;
+    atomic_store(&madv_mode, MADV_REAL);
+    assert_true(ebb__os_purge_probe());
     return 0;
 }
 
@@ -272,28 +302,52 @@ static void test_muzzy_two_stages(void **state) {
 /* A slab of 1280-byte objects: they straddle page boundaries. */
 #define SLAB_OBJ 1280
 
-static void test_free_pages_inside_slab(void **state) {
-    (void)state;
-    ebb_arena_t *a = fresh_arena();
-    unsigned c = ebb_size_class(SLAB_OBJ);
-    const ebb_class_info_t *ci = &ebb__classes[c];
-    assert_int_equal(ci->size, SLAB_OBJ);
-    assert_true(ci->slab_pages >= 4);
-    /* The whole of one fresh slab, in address order. */
+/* The whole of one fresh slab of SLAB_OBJ objects from a fresh arena,
+ * written; then every object but the first freed: pages 1.. are free,
+ * since the slab's free_since_ns. With second, the whole of a second slab
+ * is taken before the frees: it is the bin's current slab then, and the
+ * first one is on the non-full list. */
+typedef struct slab_s {
+    ebb_arena_t *a;
+    unsigned c;
+    const ebb_class_info_t *ci;
+    char *base;
+    ebb_span_t *s;
+    void *second; /* the second slab's objects, a list */
+} slab_t;
+
+static slab_t slab_with_one_object(bool second) {
+    slab_t sl = {.a = fresh_arena(), .c = ebb_size_class(SLAB_OBJ)};
+    sl.ci = &ebb__classes[sl.c];
+    assert_int_equal(sl.ci->size, SLAB_OBJ);
+    assert_true(sl.ci->slab_pages >= 4);
     void *head;
-    assert_int_equal(ebb__arena_refill(a, c, &head, ci->nobjs), ci->nobjs);
-    char *base = head;
-    ebb_span_t *s = ebb_ptr_segment(base)->spans[ebb_ptr_page(ebb_ptr_segment(base), base)];
-    assert_int_equal(ebb_span_addr(s), (uintptr_t)base);
+    assert_int_equal(ebb__arena_refill(sl.a, sl.c, &head, sl.ci->nobjs), sl.ci->nobjs);
+    if (second)
+        assert_int_equal(ebb__arena_refill(sl.a, sl.c, &sl.second, sl.ci->nobjs), sl.ci->nobjs);
+    sl.base = head;
+    ebb_segment_t *seg = ebb_ptr_segment(sl.base);
+    sl.s = seg->spans[ebb_ptr_page(seg, sl.base)];
+    assert_int_equal(ebb_span_addr(sl.s), (uintptr_t)sl.base);
     for (void *o = head, *nx; o; o = nx) {
         nx = *(void **)o;
         memset((char *)o + sizeof(void *), 0x5a, SLAB_OBJ - sizeof(void *));
     }
-    /* Object 0 stays; every other object goes back: pages 1.. are free. */
-    void *rest = *(void **)base;
-    *(void **)base = NULL;
-    ebb__arena_flush(c, rest);
-    assert_int_equal(resident_pages(base, ci->slab_pages), ci->slab_pages);
+    void *rest = *(void **)sl.base;
+    *(void **)sl.base = NULL;
+    ebb__arena_flush(sl.c, rest);
+    assert_int_equal(resident_pages(sl.base, sl.ci->slab_pages), sl.ci->slab_pages);
+    return sl;
+}
+
+static void test_free_pages_inside_slab(void **state) {
+    (void)state;
+    slab_t sl = slab_with_one_object(false);
+    ebb_arena_t *a = sl.a;
+    unsigned c = sl.c;
+    const ebb_class_info_t *ci = sl.ci;
+    char *base = sl.base;
+    ebb_span_t *s = sl.s;
     size_t purged0 = atomic_load(&a->slab_purged_pages);
     uint64_t t = s->free_since_ns;
 
@@ -356,6 +410,126 @@ static void test_calloc_on_purged_and_dirty_spans(void **state) {
     assert_true(tu_all_zero(z, 2 * n));
     ebb_free(r);
     ebb_free(z);
+}
+
+/* A purge the kernel refuses (locked pages) leaves the span dirty and not
+ * known to be zero, so calloc clears it; it is tried again a decay period
+ * later, not on each round the dirty cap starts. */
+static void test_refused_purge_keeps_span_dirty(void **state) {
+    (void)state;
+    freed_t f = free_dirty_large();
+    atomic_store(&madv_mode, MADV_REFUSE);
+    uint64_t now = f.t + decay_ns() + MS, next = UINT64_MAX;
+    unsigned calls = atomic_load(&madv_purges);
+    assert_int_equal(purge_at(f.a, now, false, &next), 0);
+    assert_true(atomic_load(&madv_purges) > calls); /* it was tried */
+    assert_int_equal(f.a->heap.dirty_pages, f.npages);
+    assert_int_equal(f.a->heap.purge_refused, 1);
+    assert_int_equal(resident_pages(f.p, f.npages), f.npages);
+    assert_int_equal(next, now + decay_ns());
+
+    /* Over the cap, within the decay period: not tried again. */
+    ebb_purge_policy_t pol = ebb__decay_policy(now + MS, false);
+    pol.keep_dirty_pages = 0;
+    calls = atomic_load(&madv_purges);
+    assert_int_equal(ebb__arena_purge(f.a, &pol, NULL), 0);
+    assert_int_equal(atomic_load(&madv_purges), calls);
+
+    /* The same span again, with what it held cleared by calloc. */
+    char *q = ebb__arena_alloc_large(f.a, LARGE_BYTES, 0, true);
+    assert_ptr_equal(q, f.p);
+    assert_true(tu_all_zero(q, LARGE_BYTES));
+    ebb__arena_free_large(ebb_ptr_segment(q), q);
+}
+
+/* Once the kernel takes purges again, the span goes when due by its new
+ * stamp, or at once when forced (malloc_trim), and is clean after. */
+static void test_refused_purge_retried(void **state) {
+    (void)state;
+    freed_t f = free_dirty_large();
+    atomic_store(&madv_mode, MADV_REFUSE);
+    uint64_t now = f.t + decay_ns() + MS;
+    assert_int_equal(purge_at(f.a, now, false, NULL), 0);
+    /* Forced while still refused: tried once, not once a pass. */
+    unsigned calls = atomic_load(&madv_purges);
+    assert_int_equal(purge_at(f.a, now, true, NULL), 0);
+    assert_int_equal(atomic_load(&madv_purges), calls + 1);
+
+    atomic_store(&madv_mode, MADV_REAL);
+    assert_int_equal(purge_at(f.a, now + decay_ns() - MS, false, NULL), 0);
+    assert_int_equal(purge_at(f.a, now + decay_ns() + MS, false, NULL), f.npages * EBB_PAGE);
+    assert_int_equal(f.a->heap.dirty_pages, 0);
+    assert_int_equal(resident_pages(f.p, f.npages), 0);
+    ebb_span_t *s = ebb_ptr_segment(f.p)->spans[ebb_ptr_page(ebb_ptr_segment(f.p), f.p)];
+    assert_int_equal(s->refused, 0);
+
+    /* Refused again, then forced with the kernel willing: all of it. */
+    freed_t g = free_dirty_large();
+    atomic_store(&madv_mode, MADV_REFUSE);
+    assert_int_equal(purge_at(g.a, g.t + decay_ns() + MS, false, NULL), 0);
+    atomic_store(&madv_mode, MADV_REAL);
+    assert_int_equal(purge_at(g.a, g.t + decay_ns() + 2 * MS, true, NULL), g.npages * EBB_PAGE);
+    assert_int_equal(resident_pages(g.p, g.npages), 0);
+}
+
+/* Free pages inside a slab whose purge is refused are not marked purged:
+ * they count as resident, and when the slab goes back to the page heap
+ * its span is dirty in full. A slab on the non-full list (purged in
+ * batches, off the list) and the bin's current one (under the lock). */
+static void refused_slab_pages(bool on_list) {
+    slab_t sl = slab_with_one_object(on_list);
+    assert_true(on_list ? sl.a->bins[sl.c].cur != sl.s : sl.a->bins[sl.c].cur == sl.s);
+    size_t purged0 = atomic_load(&sl.a->slab_purged_pages);
+    uint64_t now = sl.s->free_since_ns + decay_ns() + MS, next = UINT64_MAX;
+    atomic_store(&madv_mode, MADV_REFUSE);
+    assert_int_equal(purge_at(sl.a, now, false, NULL), 0);
+    assert_true(atomic_load(&sl.a->slab_purge_refused) > 0);
+    assert_int_equal(sl.s->purged_pages, 0);
+    assert_int_equal(atomic_load(&sl.a->slab_purged_pages), purged0);
+    assert_int_equal(resident_pages(sl.base, sl.ci->slab_pages), sl.ci->slab_pages);
+    /* Not due again until a decay period after the refusal. */
+    atomic_store(&madv_mode, MADV_REAL);
+    assert_int_equal(purge_at(sl.a, now + decay_ns() - MS, false, &next), 0);
+    assert_int_equal(next, now + decay_ns());
+
+    /* Still refused, the slab's last object goes: its span is all dirty
+     * (the current slab stays the bin's). */
+    atomic_store(&madv_mode, MADV_REFUSE);
+    assert_int_equal(purge_at(sl.a, now + decay_ns() + MS, false, NULL), 0);
+    assert_int_equal(sl.s->purged_pages, 0);
+    size_t dirty0 = sl.a->heap.dirty_pages;
+    ebb__arena_free_small(sl.base);
+    if (on_list)
+        assert_int_equal(sl.a->heap.dirty_pages, dirty0 + sl.ci->slab_pages);
+    if (sl.second != NULL)
+        ebb__arena_flush(sl.c, sl.second);
+}
+
+static void test_refused_slab_pages(void **state) {
+    (void)state;
+    refused_slab_pages(true);
+    refused_slab_pages(false);
+}
+
+/* Where MADV_DONTNEED is accepted but leaves pages as they were (qemu-user),
+ * the probe says so, nothing is purged or taken for zero, and calloc
+ * clears what it hands out. */
+static void test_ignored_purge(void **state) {
+    (void)state;
+    atomic_store(&madv_mode, MADV_IGNORE);
+    assert_false(ebb__os_purge_probe());
+    freed_t f = free_dirty_large();
+    unsigned calls = atomic_load(&madv_purges);
+    assert_int_equal(purge_at(f.a, f.t + decay_ns() + MS, true, NULL), 0);
+    assert_int_equal(atomic_load(&madv_purges), calls); /* no call made */
+    assert_int_equal(f.a->heap.dirty_pages, f.npages);
+    char *q = ebb__arena_alloc_large(f.a, LARGE_BYTES, 0, true);
+    assert_ptr_equal(q, f.p);
+    assert_true(tu_all_zero(q, LARGE_BYTES));
+    ebb__arena_free_large(ebb_ptr_segment(q), q);
+    /* Where it works, the probe finds that too. */
+    atomic_store(&madv_mode, MADV_REAL);
+    assert_true(ebb__os_purge_probe());
 }
 
 /* A thread that allocates, frees into its cache, then stops calling. */
@@ -462,6 +636,10 @@ int main(void) {
         T(test_muzzy_two_stages),
         T(test_free_pages_inside_slab),
         T(test_calloc_on_purged_and_dirty_spans),
+        T(test_refused_purge_keeps_span_dirty),
+        T(test_refused_purge_retried),
+        T(test_refused_slab_pages),
+        T(test_ignored_purge),
         T(test_idle_tcache_drains),
         T(test_parse_mem_value),
     };

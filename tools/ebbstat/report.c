@@ -127,6 +127,11 @@ void ebbstat_write_text(FILE *f, const ebbstat_view_t *v) {
     else
         fprintf(f, "no cgroup memory limit seen, %" PRIu64 " purges forced by memory pressure\n",
                 t->pressure_purges);
+    if (t->purge_refused)
+        fprintf(f, "%" PRIu64 " of the madvise calls refused (pages locked by mlock or mlockall) or\n"
+                   "  not made (MADV_DONTNEED without effect here, as under an emulator): what was\n"
+                   "  freed there stays resident, and is tried again after the decay\n",
+                t->purge_refused);
     char thp[16];
     const char *host;
     if (thp_on(v, thp, sizeof(thp), &host))
