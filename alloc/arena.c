@@ -417,8 +417,8 @@ static uint64_t slab_purge_mask(const ebb_span_t *s, const ebb_class_info_t *ci,
                                 const ebb_purge_policy_t *pol, uint64_t *next_due_ns) {
     if ((size_t)s->nfree * ci->size < EBB_PAGE)
         return 0; /* no page can be wholly free */
-    if (!pol->force && s->free_since_ns > pol->cutoff_ns) {
-        uint64_t due = s->free_since_ns + pol->decay_ns;
+    uint64_t due = ebb_purge_due_ns(s->free_since_ns, pol->decay_ns, s->refused);
+    if (!pol->force && due > pol->now_ns) {
         if (due < *next_due_ns)
             *next_due_ns = due;
         return 0;
@@ -457,10 +457,15 @@ static size_t slab_purge_runs(ebb_arena_t *a, ebb_span_t *s, uint64_t mask, uint
     return purged;
 }
 
-/* Pages of s whose purge the kernel refused still hold what they held:
- * not purged, and tried again a decay period from now (or by a forced
- * purge). pre: the bin lock held. */
-static void slab_purge_refused(ebb_span_t *s, uint64_t refused, const ebb_purge_policy_t *pol) {
+/* After purging the pages tried of s: those the kernel refused still
+ * hold what they held, so they are not purged, and the slab's free pages
+ * are tried again when due from now (EBB_REFUSED_RETRY_NS at least), or by
+ * a forced purge. pre: the bin lock held. */
+static void slab_purge_done(ebb_span_t *s, uint64_t tried, uint64_t refused,
+                            const ebb_purge_policy_t *pol) {
+    if (tried == 0)
+        return;
+    s->refused = refused != 0;
     if (refused == 0)
         return;
     s->purged_pages &= ~refused;
@@ -491,7 +496,7 @@ static size_t bin_purge(ebb_arena_t *a, unsigned c, const ebb_purge_policy_t *po
         uint64_t m = slab_purge_mask(b->cur, ci, pol, next_due_ns), refused;
         b->cur->purged_pages |= m;
         purged += slab_purge_runs(a, b->cur, m, &refused);
-        slab_purge_refused(b->cur, refused, pol);
+        slab_purge_done(b->cur, m, refused, pol);
     }
     b->purge_next = b->nonfull;
     while (b->purge_next != NULL && !atomic_load(&ebb__purge_yield)) {
@@ -525,7 +530,7 @@ static size_t bin_purge(ebb_arena_t *a, unsigned c, const ebb_purge_policy_t *po
         for (int k = 0; k < n; k++) {
             s = batch[k];
             s->on_list = 0;
-            slab_purge_refused(s, refused[k], pol);
+            slab_purge_done(s, masks[k], refused[k], pol);
             if (s->nfree == s->nobjs) { /* its last objects came back meanwhile */
                 b->nslabs--;
                 s->next = empties;

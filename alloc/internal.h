@@ -178,7 +178,7 @@ struct ebb_span_s {
     uint8_t on_list;          /* slab: EBB_SLAB_NONFULL, _PURGING (off every list), or 0 */
     uint8_t zeroed;           /* large: memory known to be zero at alloc */
     uint8_t muzzy;            /* free: dirty pages were MADV_FREEd (stage 1) */
-    uint8_t refused;          /* free: the kernel refused its last purge */
+    uint8_t refused;          /* free or slab: the kernel refused its last purge */
     uint16_t nfree;           /* slab: free objects */
     uint16_t nobjs;           /* slab: objects in all */
     uint32_t ndirty;          /* free: pages that may be resident */
@@ -297,6 +297,18 @@ typedef struct ebb_purge_policy_s {
     size_t keep_dirty_pages;   /* above this, purge whatever is dirty */
     bool force;                /* purge everything dirty now */
 } ebb_purge_policy_t;
+
+/* A span or slab whose purge the kernel refused is stamped anew and waits
+ * this long at least before the next try, whatever the decay: with
+ * decay_ms:0 it would be due again at once, and the purger would spin. */
+#define EBB_REFUSED_RETRY_NS ((uint64_t)1000000000)
+
+/* When memory stamped since_ns, waiting wait_ns, falls due. */
+static inline uint64_t ebb_purge_due_ns(uint64_t since_ns, uint64_t wait_ns, bool refused) {
+    if (refused && wait_ns < EBB_REFUSED_RETRY_NS)
+        wait_ns = EBB_REFUSED_RETRY_NS;
+    return since_ns + wait_ns;
+}
 /* Takes h->lock itself, in short batches; madvise runs unlocked. Lowers
  * *next_due_ns to the time the next dirty span falls due. Returns bytes. */
 size_t ebb__heap_purge(ebb_heap_t *h, const ebb_purge_policy_t *pol, uint64_t *next_due_ns);

@@ -344,6 +344,7 @@ ebb_span_t *ebb__heap_alloc(ebb_heap_t *h, ebb_arena_t *a, size_t npages, size_t
     }
     s->seg->nfree_pages += before - s->npages;
     s->zeroed = s->ndirty == 0;
+    s->refused = 0; /* from here on, of the slab's own purges */
     active_add(h, s->npages);
     return s;
 }
@@ -492,13 +493,18 @@ bool ebb__heap_grow(ebb_heap_t *h, ebb_span_t *s, size_t npages) {
     return true;
 }
 
+/* When the current stage of s (free, dirty) falls due. */
+static uint64_t span_due_ns(const ebb_span_t *s, const ebb_purge_policy_t *pol) {
+    return ebb_purge_due_ns(s->free_since_ns, s->muzzy ? pol->muzzy_ns : pol->decay_ns, s->refused);
+}
+
 /* Is s due: a dirty free span whose current stage has lasted long enough? */
 static bool purge_due(const ebb_span_t *s, const ebb_purge_policy_t *pol) {
     if (s->ndirty == 0)
         return false;
     if (pol->force)
         return true;
-    return s->free_since_ns <= (s->muzzy ? pol->muzzy_cutoff_ns : pol->cutoff_ns);
+    return span_due_ns(s, pol) <= pol->now_ns;
 }
 
 /* Purge s in this round: due, or dirty while the heap is over its cap.
@@ -557,11 +563,8 @@ size_t ebb__heap_purge(ebb_heap_t *h, const ebb_purge_policy_t *pol, uint64_t *n
         for (int seen = 0; n < PURGE_BATCH && seen < PURGE_LOOK && (s = purge_walk(h)) != NULL; seen++) {
             bool over_cap = h->dirty_pages > pol->keep_dirty_pages;
             if (!purge_wanted(h, s, pol)) {
-                if (s->ndirty) {
-                    uint64_t due = s->free_since_ns + (s->muzzy ? pol->muzzy_ns : pol->decay_ns);
-                    if (due < next)
-                        next = due;
-                }
+                if (s->ndirty && span_due_ns(s, pol) < next)
+                    next = span_due_ns(s, pol);
                 continue;
             }
             list_remove(h, s);
@@ -610,9 +613,8 @@ size_t ebb__heap_purge(ebb_heap_t *h, const ebb_purge_policy_t *pol, uint64_t *n
             if (s != NULL && s->ndirty) {
                 if (purge_wanted(h, s, pol))
                     again = true;
-                uint64_t due = s->free_since_ns + (s->muzzy ? pol->muzzy_ns : pol->decay_ns);
-                if (due < next)
-                    next = due;
+                if (span_due_ns(s, pol) < next)
+                    next = span_due_ns(s, pol);
             }
         }
         h->purged_bytes += bytes;

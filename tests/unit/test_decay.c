@@ -442,6 +442,24 @@ static void test_refused_purge_keeps_span_dirty(void **state) {
     ebb__arena_free_large(ebb_ptr_segment(q), q);
 }
 
+/* However short the decay, a refused span waits EBB_REFUSED_RETRY_NS
+ * before its next try: with decay_ms:0 the purger would otherwise try it
+ * again at once, round after round. */
+static void test_refused_retry_floor(void **state) {
+    (void)state;
+    ebb__opts.decay_ms = 0;
+    freed_t f = free_dirty_large();
+    atomic_store(&madv_mode, MADV_REFUSE);
+    uint64_t now = f.t + MS, next = UINT64_MAX;
+    assert_int_equal(purge_at(f.a, now, false, &next), 0);
+    assert_int_equal(next, now + EBB_REFUSED_RETRY_NS);
+    unsigned calls = atomic_load(&madv_purges);
+    assert_int_equal(purge_at(f.a, now + EBB_REFUSED_RETRY_NS - MS, false, NULL), 0);
+    assert_int_equal(atomic_load(&madv_purges), calls);
+    atomic_store(&madv_mode, MADV_REAL);
+    assert_int_equal(purge_at(f.a, now + EBB_REFUSED_RETRY_NS, false, NULL), f.npages * EBB_PAGE);
+}
+
 /* Once the kernel takes purges again, the span goes when due by its new
  * stamp, or at once when forced (malloc_trim), and is clean after. */
 static void test_refused_purge_retried(void **state) {
@@ -638,6 +656,7 @@ int main(void) {
         T(test_calloc_on_purged_and_dirty_spans),
         T(test_refused_purge_keeps_span_dirty),
         T(test_refused_purge_retried),
+        T(test_refused_retry_floor),
         T(test_refused_slab_pages),
         T(test_ignored_purge),
         T(test_idle_tcache_drains),
