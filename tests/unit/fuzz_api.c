@@ -17,15 +17,45 @@
  *     end of the input), so one object overwriting another is caught;
  *   - posix_memalign with a bad alignment returns EINVAL and writes nothing;
  *   - realloc(p, 0) frees p and returns NULL, as glibc's does.
+ * The program may also make the kernel refuse every purge from then on,
+ * as it does on locked pages (mlock, mlockall), or accept purges and
+ * ignore them, as qemu-user does (the allocator's probe then runs again):
+ * the allocator's madvise calls land in this file's madvise. What it
+ * failed to purge must not pass for zero.
  * Everything is freed at the end of an input.
  *   build/tests/unit/fuzz_api -max_total_time=60 CORPUS_DIR
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "ebbmalloc.h"
+
+bool ebb__os_purge_probe(void); /* alloc/os.h */
+
+/* How this process's kernel answers purges (MADV_DONTNEED, MADV_FREE). */
+enum { MADV_REAL, MADV_REFUSE, MADV_IGNORE };
+static int madv_mode;
+
+int madvise(void *addr, size_t len, int advice) {
+    if ((advice == MADV_DONTNEED || advice == MADV_FREE) && madv_mode != MADV_REAL) {
+        if (madv_mode == MADV_IGNORE)
+            return 0;
+        errno = EINVAL;
+        return -1;
+    }
+    return (int)syscall(SYS_madvise, addr, len, advice);
+}
+
+static void set_madv_mode(int mode) {
+    madv_mode = mode;
+    ebb__os_purge_probe();
+}
 
 #define NSLOTS 64
 #define MAX_LIVE ((size_t)256 << 20)
@@ -189,6 +219,8 @@ static void run(input_t *in) {
                 ebb_purge();
             else if (tag < 16)
                 ebb_thread_flush();
+            else if (tag < 20)
+                set_madv_mode(tag - 16 < 3 ? (int)(tag - 16) : MADV_REAL);
             break;
         default: /* check a live object */
             if (s->p)
@@ -208,6 +240,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     input_t in = {data, size, 0};
+    set_madv_mode(MADV_REAL);
     run(&in);
     for (unsigned i = 0; i < NSLOTS; i++)
         release(&slots[i]);
