@@ -40,10 +40,10 @@ int ebb__os_unmap(void *addr, size_t len);
 int ebb__os_purge(void *addr, size_t len);
 
 /* Does MADV_DONTNEED empty a page here? Tries it on a page of its own and
- * sets what ebb__os_purge does accordingly. Under an emulator that accepts
- * the call and does nothing (qemu-user), purged memory would keep its
- * contents while the allocator takes it for zero (calloc). Returns true
- * where it works. Called at initialisation. */
+ * sets what ebb__os_purge does accordingly. Where the call is accepted and
+ * does nothing (older qemu-user, some unikernels), purged memory would
+ * keep its contents while the allocator takes it for zero (calloc).
+ * Returns true where it works. Called at initialisation. */
 bool ebb__os_purge_probe(void);
 
 /* Let the OS reclaim the pages lazily (MADV_FREE): they stay resident

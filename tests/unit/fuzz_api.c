@@ -19,7 +19,7 @@
  *   - realloc(p, 0) frees p and returns NULL, as glibc's does.
  * The program may also make the kernel refuse every purge from then on,
  * as it does on locked pages (mlock, mlockall), or accept purges and
- * ignore them, as qemu-user does (the allocator's probe then runs again):
+ * ignore them, as older qemu-user does (the allocator's probe runs again):
  * the allocator's madvise calls land in this file's madvise. What it
  * failed to purge must not pass for zero.
  * Everything is freed at the end of an input.

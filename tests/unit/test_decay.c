@@ -28,7 +28,7 @@ static ebb_opts_t saved_opts;
 /* The allocator's madvise calls land here: this executable's definition
  * comes before the C library's. MADV_DONTNEED and MADV_FREE are refused
  * with EINVAL, as the kernel refuses them on locked pages (mlock,
- * mlockall), or accepted and ignored, as qemu-user does; anything else,
+ * mlockall), or accepted and ignored, as older qemu-user does; anything else,
  * and every call in MADV_REAL, goes to the kernel. */
 enum { MADV_REAL, MADV_REFUSE, MADV_IGNORE };
 static _Atomic int madv_mode;
@@ -529,7 +529,7 @@ static void test_refused_slab_pages(void **state) {
     refused_slab_pages(false);
 }
 
-/* Where MADV_DONTNEED is accepted but leaves pages as they were (qemu-user),
+/* Where MADV_DONTNEED is accepted but leaves pages as they were (older qemu-user),
  * the probe says so, nothing is purged or taken for zero, and calloc
  * clears what it hands out. */
 static void test_ignored_purge(void **state) {
