@@ -275,7 +275,12 @@ def test_refused_purges(ebbstat, holder_bin, dirname):
             text = run([ebbstat, "--dir", dirname, str(pid)]).stdout
             prom = run([ebbstat, "--dir", dirname, "--prometheus", str(pid)]).stdout
             warned = "of the madvise calls refused" in text
+            locked = doc["process"]["locked_bytes"]
             if lock:
+                check(locked >= 16 * MIB and "locked in memory (mlock, mlockall)" in text,
+                      f"locked: {locked} bytes locked (>= 16 MiB), and the text says so")
+                check(f'ebbmalloc_process_locked_bytes{{pid="{pid}"}} {locked}' in prom,
+                      "locked: --prometheus has ebbmalloc_process_locked_bytes")
                 check(refused > 0 and warned, f"locked: {refused} refusals, and the text says so")
                 check(f'ebbmalloc_purge_refused_total{{pid="{pid}"}} {refused}' in prom,
                       "locked: --prometheus has ebbmalloc_purge_refused_total")
@@ -283,6 +288,7 @@ def test_refused_purges(ebbstat, holder_bin, dirname):
                       f"locked: the freed 16 MiB stay dirty ({doc['total']['dirty_bytes']})")
             else:
                 check(refused == 0 and not warned, f"unlocked: {refused} refusals, no such line")
+                check(locked == 0 and "locked in memory" not in text, f"unlocked: {locked} bytes locked")
         finally:
             p.stdin.close()
             p.wait(timeout=30)

@@ -98,6 +98,7 @@ ebbstat_mem_t ebbstat_proc_mem(int pid) {
     field_kb(buf, "RssFile", &m.file);
     field_kb(buf, "RssShmem", &m.shmem);
     field_kb(buf, "VmSwap", &m.swap);
+    field_kb(buf, "VmLck", &m.locked);
     snprintf(path, sizeof(path), "/proc/%d/smaps_rollup", pid);
     if (read_file(path, buf, sizeof(buf)) > 0 && field_kb(buf, "Rss", &m.rss)) {
         field_kb(buf, "Pss", &m.pss);

@@ -10,6 +10,7 @@ typedef struct ebbstat_mem_s {
     bool ok;               /* smaps_rollup (or status) could be read */
     uint64_t rss, pss, anon, file, shmem, swap; /* bytes */
     uint64_t anon_huge;    /* of anon, in transparent huge pages (smaps_rollup only) */
+    uint64_t locked;       /* locked in memory (VmLck: mlock, mlockall): cannot be purged */
 } ebbstat_mem_t;
 
 /* Start time of pid (field 22 of /proc/PID/stat); false when no such process. */

@@ -92,6 +92,10 @@ void ebbstat_write_text(FILE *f, const ebbstat_view_t *v) {
         if (v->mem.anon_huge)
             fprintf(f, " (%.1f in huge pages)", mib(v->mem.anon_huge));
         fprintf(f, ", file %.1f, shmem %.1f MiB\n", mib(v->mem.file), mib(v->mem.shmem));
+        if (v->mem.locked)
+            fprintf(f, "  locked in memory (mlock, mlockall) %.1f MiB: what is freed there cannot "
+                       "be purged\n",
+                    mib(v->mem.locked));
     } else {
         fprintf(f, "\nResident memory: /proc/%d/smaps_rollup unreadable\n", v->pid);
     }
@@ -229,9 +233,9 @@ void ebbstat_write_json(FILE *f, const ebbstat_view_t *v) {
                 "{\"rss_bytes\": %" PRIu64 ", \"pss_bytes\": %" PRIu64
                 ", \"anon_bytes\": %" PRIu64 ", \"file_bytes\": %" PRIu64
                 ", \"shmem_bytes\": %" PRIu64 ", \"swap_bytes\": %" PRIu64
-                ", \"anon_huge_bytes\": %" PRIu64 "}",
+                ", \"anon_huge_bytes\": %" PRIu64 ", \"locked_bytes\": %" PRIu64 "}",
                 v->mem.rss, v->mem.pss, v->mem.anon, v->mem.file, v->mem.shmem, v->mem.swap,
-                v->mem.anon_huge);
+                v->mem.anon_huge, v->mem.locked);
     else
         fprintf(f, "null");
     fprintf(f,
@@ -304,6 +308,10 @@ void ebbstat_write_prometheus(FILE *f, const ebbstat_view_t *v) {
                   "of the process's anonymous memory, in transparent huge pages");
         fprintf(f, "ebbmalloc_process_anon_huge_bytes{pid=\"%d\"} %" PRIu64 "\n", pid,
                 v->mem.anon_huge);
+        prom_head(f, "ebbmalloc_process_locked_bytes", "gauge",
+                  "of the process's memory, locked (mlock, mlockall): not purgeable");
+        fprintf(f, "ebbmalloc_process_locked_bytes{pid=\"%d\"} %" PRIu64 "\n", pid,
+                v->mem.locked);
         prom_head(f, "ebbmalloc_outside_bytes", "gauge",
                   "resident memory not held by ebbmalloc (heap of a VM, stacks, code)");
         fprintf(f, "ebbmalloc_outside_bytes{pid=\"%d\"} %" PRIu64 "\n", pid, r.outside);
