@@ -399,6 +399,7 @@ bool ebb__arena_large_resize(ebb_segment_t *seg, void *p, size_t size) {
         ebb__heap_grow(&a->heap, s, npages);
     bool ok = s->npages == npages;
     if (ok) {
+        s->sclass = (uint8_t)c;
         seg->page_class[s->first] = (uint8_t)c;
         a->large_allocated -= old << EBB_PAGE_SHIFT;
         a->large_allocated += npages << EBB_PAGE_SHIFT;

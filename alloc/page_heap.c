@@ -82,6 +82,46 @@ static void set_bounds(ebb_span_t *s) {
     s->seg->spans[s->first + s->npages - 1] = s;
 }
 
+/* The spans of seg tile its usable pages, each starting where the one
+ * before ended. A slab or large object: spans[] names it on every page,
+ * page_class carries its class (a slab's on every page, a large object's
+ * on its first only, 0 on the rest). A free span (on a list, or off it
+ * for a purge): spans[] names it at both ends, page_class is 0 on all its
+ * pages, ndirty <= npages, and no free span on a list touches another.
+ * pre: the heap lock held. Debug builds check it after every change to a
+ * segment (EBB_DASSERT); the walk is a few hundred steps. */
+static bool segment_is_valid(const ebb_segment_t *seg) {
+    bool listed_before = false; /* the span before is free and on a list */
+    for (uint32_t pg = EBB_SEG_FIRST_PAGE; pg < EBB_SEG_PAGES;) {
+        const ebb_span_t *s = seg->spans[pg];
+        if (s == NULL || s->seg != seg || s->first != pg || s->npages == 0 ||
+            s->npages > EBB_SEG_PAGES - pg)
+            return false;
+        uint32_t last = pg + s->npages - 1;
+        if (seg->spans[last] != s)
+            return false;
+        bool listed = s->kind == EBB_SPAN_FREE;
+        if (s->kind == EBB_SPAN_FREE || s->kind == EBB_SPAN_PURGING) {
+            if ((listed && listed_before) || s->ndirty > s->npages)
+                return false;
+            for (uint32_t q = pg; q <= last; q++)
+                if (seg->page_class[q] != 0)
+                    return false;
+        } else if (s->kind == EBB_SPAN_SLAB || s->kind == EBB_SPAN_LARGE) {
+            bool slab = s->kind == EBB_SPAN_SLAB;
+            for (uint32_t q = pg; q <= last; q++)
+                if (seg->spans[q] != s ||
+                    seg->page_class[q] != (slab || q == pg ? s->sclass : 0))
+                    return false;
+        } else {
+            return false;
+        }
+        listed_before = listed;
+        pg += s->npages;
+    }
+    return true;
+}
+
 static ebb_span_t *find_fit(ebb_heap_t *h, size_t npages) {
     for (unsigned i = next_nonempty(h, list_index(npages)); i < EBB_HEAP_NLISTS;
          i = next_nonempty(h, i + 1)) {
@@ -361,6 +401,7 @@ void ebb__heap_mark(ebb_span_t *s, uint8_t kind, uint8_t sclass) {
         memset(&seg->page_class[s->first], sclass, s->npages);
     else
         seg->page_class[s->first] = sclass;
+    EBB_DASSERT(segment_is_valid(seg));
 }
 
 /* When two free spans merge, their dirty times average, weighted by dirty
@@ -445,7 +486,8 @@ void ebb__heap_free(ebb_heap_t *h, ebb_span_t *s) {
     s->refused = 0;
     s->ndirty = s->npages - clean;
     s->free_since_ns = ebb__os_coarse_ns();
-    insert_coalesced(h, s);
+    if (insert_coalesced(h, s) != NULL) /* NULL: the segment was given up */
+        EBB_DASSERT(segment_is_valid(seg));
     if (h->dirty_pages > h->dirty_cap_pages && !h->kicked) {
         h->kicked = true; /* once per purge round: see ebb__decay_run */
         ebb__background_kick();
@@ -490,6 +532,7 @@ bool ebb__heap_grow(ebb_heap_t *h, ebb_span_t *s, size_t npages) {
         seg->spans[p] = s;
     s->npages += n->npages;
     ebb__span_delete(h, n);
+    EBB_DASSERT(segment_is_valid(seg));
     return true;
 }
 
@@ -609,7 +652,9 @@ size_t ebb__heap_purge(ebb_heap_t *h, const ebb_purge_policy_t *pol, uint64_t *n
             }
             /* Where the walk is past it, say when it (or what it merged
              * into) falls due. */
+            ebb_segment_t *seg = s->seg;
             s = insert_coalesced(h, s);
+            EBB_DASSERT(s == NULL || segment_is_valid(seg));
             if (s != NULL && s->ndirty) {
                 if (purge_wanted(h, s, pol))
                     again = true;
@@ -632,6 +677,7 @@ size_t ebb__heap_purge(ebb_heap_t *h, const ebb_purge_policy_t *pol, uint64_t *n
         }
     }
     h->purge_next = NULL;
+    EBB_DASSERT(ebb__heap_is_valid(h));
     ebb_unlock(&h->lock);
     ebb__heap_unmap_released(false); /* what putting spans back gave up; the round takes the rest */
     if (next_due_ns && next < *next_due_ns)
