@@ -8,8 +8,10 @@
  *   locked_all     under mlockall, blocks written and freed stay dirty
  *                  (ebb_summary) through decay periods, calloc hands their
  *                  pages out cleared, and the background thread, retrying
- *                  once a decay period, uses little CPU; after munlockall
- *                  the decay purges them;
+ *                  once a decay period, uses little CPU; objects over
+ *                  2 MiB, each a mapping of its own that the kernel faults
+ *                  in whole, take no more than their size; after
+ *                  munlockall the decay purges the freed blocks;
  *   locked_buffer  the same for one mlock'ed buffer: freed, trimmed, and
  *                  calloc'ed again at the same address, it reads as zero.
  *
@@ -97,6 +99,24 @@ static void locked_all(void **state)
         assert_true(tu_all_zero(p[i], BLOCK));
     }
     free_blocks(p);
+
+    /* Mapped now, an object's whole mapping is faulted in and locked: no
+     * slop around it. */
+    enum { HUGE_N = 8 };
+    const size_t huge = 3 * TU_MiB;
+    void *h[HUGE_N];
+    size_t rss0 = tu_statm(TU_STATM_RESIDENT);
+    for (int i = 0; i < HUGE_N; i++) {
+        h[i] = malloc(huge);
+        assert_non_null(h[i]);
+        memset(h[i], 0x3c, huge);
+    }
+    size_t grew = tu_statm(TU_STATM_RESIDENT) - rss0;
+    fprintf(stderr, "locked: %d objects of %zu MiB raised the RSS by %zu MiB\n", HUGE_N,
+            huge / TU_MiB, grew / TU_MiB);
+    assert_true(grew <= HUGE_N * (huge + 64 * 1024) + 2 * TU_MiB);
+    for (int i = 0; i < HUGE_N; i++)
+        free(h[i]);
 
     /* Unlocked, the next decay periods purge it all. */
     assert_int_equal(munlockall(), 0);

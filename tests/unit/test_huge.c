@@ -1,4 +1,5 @@
 /* Huge objects (over EBB_LARGE_MAX) and the cache of freed mappings: a
+ * fresh mapping holds its object and no more, a
  * fitting mapping is reused as it is, a smaller one grows (only the growth
  * is fresh pages), a much bigger one is trimmed; calloc clears what a
  * reused mapping held and leaves the fresh pages untouched; threads share
@@ -109,6 +110,26 @@ static void test_calloc_of_reused_mapping_is_zero(void **state) {
 
 /* Only a much bigger mapping is cached: it serves, cut to the object (its
  * tail no longer mapped). */
+/* A fresh mapping starts at its header and ends with its object's last
+ * page: the alignment slop is unmapped, not kept (under mlockall's
+ * MCL_FUTURE every page of a mapping is faulted in and locked). */
+static void test_fresh_mapping_has_no_slop(void **state) {
+    (void)state;
+    for (size_t align = 0; align <= 16 * MiB; align = align ? align * 4 : 4096) {
+        size_t size = 3 * MiB + 100;
+        void *p = align ? ebb_aligned_alloc(align, size) : ebb_malloc(size);
+        assert_non_null(p);
+        ebb_segment_t *seg = ebb_ptr_segment(p);
+        assert_ptr_equal(seg->huge_base, seg);
+        assert_int_equal(object_part(p, mapping_cap(p)),
+                         ebb_align_up(size + ((uintptr_t)p - (uintptr_t)seg), EBB_PAGE) -
+                             ((uintptr_t)p - (uintptr_t)seg));
+        assert_int_equal((uintptr_t)p % (align ? align : 16), 0);
+        ebb_free(p);
+        ebb__huge_cache_flush();
+    }
+}
+
 static void test_bigger_mapping_trimmed(void **state) {
     (void)state;
     void *p = filled(12 * MiB, 0xaa);
@@ -224,6 +245,7 @@ static void test_threads_share_the_cache(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_fresh_mapping_has_no_slop, setup),
         cmocka_unit_test_setup(test_fitting_mapping_reused_as_is, setup),
         cmocka_unit_test_setup(test_smaller_mapping_grows, setup),
         cmocka_unit_test_setup(test_calloc_of_reused_mapping_is_zero, setup),
