@@ -14,7 +14,8 @@
  * under mlockall(MCL_FUTURE) every page of a new mapping is faulted in and
  * locked, and under strict overcommit (vm.overcommit_memory=2) every page
  * is charged: 8 objects of 3 MiB took 56 MiB of locked memory, now 24.
- * (huge_base stays, for a mapping that starts before seg.) Growth moves
+ * So huge_base is seg for every mapping made now; unmapping and growth
+ * still go by huge_base and huge_map_len, as they did. Growth moves
  * page tables with mremap (no copy); fresh pages read as zero, so calloc
  * clears nothing.
  *

@@ -217,7 +217,7 @@ struct ebb_segment_s {
     ebb_arena_t *arena;       /* normal: owner */
     ebb_segment_t *next, *prev; /* normal: the arena's segment list */
     size_t huge_map_len;      /* huge: length of the mapping from huge_base */
-    void *huge_base;          /* huge: start of the mapping (<= seg) */
+    void *huge_base;          /* huge: start of the mapping (seg: the slop is trimmed) */
     size_t huge_size;         /* huge: usable bytes */
     uint32_t nfree_pages;     /* normal: free pages in the segment */
     uint32_t pad;
