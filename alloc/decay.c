@@ -77,14 +77,19 @@ static uint64_t decay_round(uint64_t now, bool force, size_t *purged) {
         ebb__cpucache_flush_all(ebb__background_is_self());
     else
         ebb__cpucache_idle_scan(now, pol.decay_ns, ebb__background_is_self());
+    /* Where purging cannot work (ebb__os_purge_probe), the arenas are not
+     * walked, and no cap wakes the background thread for them: what they
+     * give back is whole segments (ebb__heap_unmap_released). */
+    bool can_purge = ebb__os_purge_works();
     ebb_arena_t *a;
     for (unsigned i = 0; (a = ebb__arena_next(&i)) != NULL;) {
         ebb_lock(&a->heap.lock);
-        pol.keep_dirty_pages = dirty_cap_pages(&a->heap, now, pol.decay_ns);
+        pol.keep_dirty_pages = can_purge ? dirty_cap_pages(&a->heap, now, pol.decay_ns) : SIZE_MAX;
         a->heap.dirty_cap_pages = pol.keep_dirty_pages;
         a->heap.kicked = false;
         ebb_unlock(&a->heap.lock);
-        bytes += ebb__arena_purge(a, &pol, &next);
+        if (can_purge)
+            bytes += ebb__arena_purge(a, &pol, &next);
     }
     ebb__heap_unmap_released(true); /* whatever the free paths left waiting */
     bytes += ebb__huge_cache_expire(force ? UINT64_MAX : pol.cutoff_ns, pol.decay_ns, &next);

@@ -17,7 +17,9 @@
  * So huge_base is seg for every mapping made now; unmapping and growth
  * still go by huge_base and huge_map_len, as they did. Growth moves
  * page tables with mremap (no copy); fresh pages read as zero, so calloc
- * clears nothing.
+ * clears nothing. Mapping lengths are whole ebb__os_granule()s: the
+ * kernel's page where it is larger than EBB_PAGE, so that every trim and
+ * unmap is exact there too.
  *
  * Freed mappings go to a small cache (HUGE_CACHE_SLOTS mappings, at most
  * huge_cache_mb bytes), so a program that allocates and frees big buffers
@@ -188,7 +190,9 @@ static void *set_live(ebb_segment_t *seg, void *base, size_t map_len, size_t off
     return (char *)seg + offset;
 }
 
-/* Cut the mapping of seg so that it ends at seg + cap. pre: page-aligned. */
+/* Cut the mapping of seg so that it ends at seg + cap. pre: cap a
+ * multiple of ebb__os_granule(), as every mapping's length here is (a
+ * kernel with a larger page would refuse the cut, or round it up). */
 static void trim_tail(ebb_segment_t *seg, size_t cap) {
     size_t old = seg_cap(seg);
     if (cap >= old)
@@ -251,7 +255,7 @@ void *ebb__huge_alloc(size_t size, size_t align, bool zero) {
         errno = ENOMEM;
         return NULL;
     }
-    size_t need = ebb_align_up(size + offset, EBB_PAGE);
+    size_t need = ebb_align_up(size + offset, ebb__os_granule());
     ebb_segment_t *seg;
     size_t dirty;
     if (align <= EBB_SEG && (seg = reuse_cached(need, offset, &dirty)) != NULL) {
@@ -296,7 +300,7 @@ void *ebb__huge_realloc(ebb_segment_t *seg, void *p, size_t size) {
     /* Objects aligned to a segment or more move by copying (the caller). */
     if (offset >= EBB_SEG || size > PTRDIFF_MAX - offset - 2 * EBB_SEG)
         return NULL;
-    size_t need = ebb_align_up(size + offset, EBB_PAGE);
+    size_t need = ebb_align_up(size + offset, ebb__os_granule());
     size_t cap = seg_cap(seg);
     if (need <= cap) {
         if (cap - need <= cap / 2)

@@ -101,11 +101,17 @@ bool ebb__init_slow(void) {
     pthread_atfork(prefork, postfork_parent, postfork_child);
     ebb_unlock(&init_lock);
     ebb__stats_shm_init(); /* made on a later tick, removed at exit (stats_shm.c) */
+    /* Said whatever verbose is: the operator deployed ebbmalloc for what it
+     * gives back, and on such a kernel most of it is not. */
+    if (ebb__os_page_size() > EBB_PAGE)
+        ebb__warn("the kernel's pages are %zu bytes, ebbmalloc's %zu: free spans are not "
+                  "returned to the OS, only whole segments and objects over 2 MiB",
+                  ebb__os_page_size(), EBB_PAGE);
     if (ebb__opts.verbose) {
         char buf[400];
         ebb__conf_describe(&ebb__opts, buf, sizeof(buf));
         ebb__warn("version %s, %u arenas, options %s", EBB_VERSION_STRING, ebb__narenas, buf);
-        if (!purge_works)
+        if (!purge_works && ebb__os_page_size() <= EBB_PAGE)
             ebb__warn("MADV_DONTNEED leaves pages as they were here (an emulator?): nothing is purged");
     }
     return true;

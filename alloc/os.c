@@ -30,6 +30,24 @@ static void *map_raw(size_t len) {
     return p == MAP_FAILED ? NULL : p;
 }
 
+static _Atomic size_t os_page;
+
+size_t ebb__os_page_size(void) {
+    size_t page = atomic_load_explicit(&os_page, memory_order_relaxed);
+    if (page == 0) {
+        unsigned long v = getauxval(AT_PAGESZ);
+        /* Absent or odd: the page of every x86-64 kernel. */
+        page = v != 0 && (v & (v - 1)) == 0 ? (size_t)v : 4096;
+        atomic_store_explicit(&os_page, page, memory_order_relaxed);
+    }
+    return page;
+}
+
+size_t ebb__os_granule(void) {
+    size_t page = ebb__os_page_size();
+    return page > EBB_PAGE ? page : EBB_PAGE;
+}
+
 void *ebb__os_map(size_t len) {
     int saved = errno;
     void *p = map_raw(len);
@@ -58,12 +76,18 @@ void *ebb__os_map_aligned(size_t len, size_t align, size_t offset) {
     uintptr_t m = (((uintptr_t)raw + offset + align - 1) & ~(uintptr_t)(align - 1)) - offset;
     if (m < (uintptr_t)raw)
         m += align;
+    /* The kernel maps and unmaps whole pages of its own: keep len rounded
+     * up to one, and cut only whole ones (m is aligned to one: offset and
+     * align are multiples). */
+    size_t granule = ebb__os_granule();
     size_t head = m - (uintptr_t)raw;
-    size_t tail = over - head - len;
+    size_t keep = ebb_align_up(len, granule);
+    size_t mapped = ebb_align_up(over, granule);
+    size_t tail = mapped > head + keep ? mapped - head - keep : 0;
     if (head)
         munmap(raw, head);
     if (tail)
-        munmap((char *)m + len, tail);
+        munmap((char *)m + keep, tail);
     errno = saved;
     return (void *)m;
 oom:
@@ -86,6 +110,10 @@ int ebb__os_purge(void *addr, size_t len) {
 }
 
 bool ebb__os_purge_probe(void) {
+    if (ebb__os_page_size() > EBB_PAGE) {
+        atomic_store_explicit(&purge_works, false, memory_order_relaxed);
+        return false;
+    }
     int saved = errno;
     bool works = true; /* unless a page shows otherwise */
     volatile unsigned char *p = map_raw(PROBE_BYTES);
@@ -102,6 +130,8 @@ bool ebb__os_purge_probe(void) {
     errno = saved;
     return works;
 }
+
+bool ebb__os_purge_works(void) { return atomic_load_explicit(&purge_works, memory_order_relaxed); }
 
 int ebb__os_purge_lazy(void *addr, size_t len) {
     if (!atomic_load_explicit(&purge_works, memory_order_relaxed))

@@ -6,7 +6,10 @@
  *  - none may be called with an allocator lock held unless it says so (all
  *    are plain system calls and may be);
  *  - addresses and lengths marked "page-aligned" must be multiples of
- *    EBB_PAGE; the result of passing anything else is undefined.
+ *    EBB_PAGE; the result of passing anything else is undefined. Where the
+ *    kernel's page is larger (ebb__os_page_size), the kernel rounds lengths
+ *    up to its own page and refuses addresses inside one: the callers keep
+ *    to ebb__os_granule() for what they unmap, and nothing is purged.
  * os.c is the Linux implementation; no other file includes <sys/mman.h>,
  * <linux/futex.h> or reads /proc or /sys.
  */
@@ -17,14 +20,23 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The kernel's page size (AT_PAGESZ), read once: 4 KiB on x86-64, 4, 16
+ * or 64 KiB on arm64, 64 KiB on most ppc64le kernels. */
+size_t ebb__os_page_size(void);
+
+/* The unit of mapping lengths the allocator unmaps or trims: the larger of
+ * EBB_PAGE and the kernel's page. */
+size_t ebb__os_granule(void);
+
 /* Map len bytes of fresh zeroed read-write memory anywhere.
  * pre: len page-aligned. Returns NULL when the OS refuses (errno ENOMEM). */
 void *ebb__os_map(size_t len);
 
 /* Map len bytes of fresh zeroed read-write memory at an address m such that
- * (m + offset) % align == 0.
+ * (m + offset) % align == 0. What stays mapped is len rounded up to
+ * ebb__os_granule().
  * pre: len page-aligned; align a power of two >= EBB_SEG; offset < align,
- *      page-aligned.
+ *      a multiple of ebb__os_granule().
  * Returns NULL when the OS refuses (errno is then left as ENOMEM). */
 void *ebb__os_map_aligned(size_t len, size_t align, size_t offset);
 
@@ -43,8 +55,14 @@ int ebb__os_purge(void *addr, size_t len);
  * sets what ebb__os_purge does accordingly. Where the call is accepted and
  * does nothing (older qemu-user, some unikernels), purged memory would
  * keep its contents while the allocator takes it for zero (calloc).
- * Returns true where it works. Called at initialisation. */
+ * Where the kernel's page is larger than EBB_PAGE it does not try: a
+ * purge of a span would empty the whole kernel page around it, live
+ * objects of other spans with it. Returns true where purging works.
+ * Called at initialisation. */
 bool ebb__os_purge_probe(void);
+
+/* What the last ebb__os_purge_probe found (true before any). */
+bool ebb__os_purge_works(void);
 
 /* Let the OS reclaim the pages lazily (MADV_FREE): they stay resident
  * until memory is short, and read as zero or as before. Falls back to

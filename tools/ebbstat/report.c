@@ -4,6 +4,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static uint64_t sat_add(uint64_t a, uint64_t b) { return a + b < a ? UINT64_MAX : a + b; }
 static uint64_t sat_sub(uint64_t a, uint64_t b) { return a > b ? a - b : 0; }
@@ -132,10 +133,14 @@ void ebbstat_write_text(FILE *f, const ebbstat_view_t *v) {
         fprintf(f, "no cgroup memory limit seen, %" PRIu64 " purges forced by memory pressure\n",
                 t->pressure_purges);
     if (t->purge_refused)
-        fprintf(f, "%" PRIu64 " of the madvise calls refused (pages locked by mlock or mlockall) or\n"
-                   "  not made (MADV_DONTNEED without effect here, as under an emulator): what was\n"
-                   "  freed there stays resident, and is tried again after the decay\n",
+        fprintf(f, "%" PRIu64 " of the madvise calls refused (pages locked by mlock or mlockall):\n"
+                   "  what was freed there stays resident, and is tried again after the decay\n",
                 t->purge_refused);
+    long kernel_page = sysconf(_SC_PAGESIZE);
+    if (kernel_page > 0 && (uint64_t)kernel_page > h->page_size)
+        fprintf(f, "the kernel's pages are %ld KiB, ebbmalloc's %" PRIu32 " KiB: free spans are not\n"
+                   "  returned to the OS, only whole segments and objects over 2 MiB\n",
+                kernel_page >> 10, h->page_size >> 10);
     char thp[16];
     const char *host;
     if (thp_on(v, thp, sizeof(thp), &host))
