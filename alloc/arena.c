@@ -171,7 +171,7 @@ static void slab_unmark_purged(ebb_span_t *s, size_t size) {
 }
 
 /* Take up to n free objects from s in address order, appending them to the
- * list whose last link is *tailp. */
+ * list whose last link is *tailp, each with the free mark. */
 static unsigned slab_take(ebb_span_t *s, size_t size, void ***tailp, unsigned n) {
     uintptr_t base = ebb_span_addr(s);
     void **tail = *tailp;
@@ -183,6 +183,7 @@ static unsigned slab_take(ebb_span_t *s, size_t size, void ***tailp, unsigned n)
             bits &= bits - 1;
             void **obj = (void **)(base + (size_t)(w * 64 + bit) * size);
             *tail = obj;
+            *ebb_mark_word(obj) = ebb__free_mark; /* on its way to a cache */
             tail = obj;
             got++;
         }

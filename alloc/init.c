@@ -96,6 +96,7 @@ bool ebb__init_slow(void) {
         return false;
     }
     ebb__cpucache_init();
+    ebb__free_mark_init(); /* before any cache holds an object */
     ebb__tkey_ok = pthread_key_create(&ebb__tkey, ebb__tcache_thread_exit) == 0;
     atomic_store_explicit(&ebb__initialized, true, memory_order_release);
     pthread_atfork(prefork, postfork_parent, postfork_child);

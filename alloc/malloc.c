@@ -44,7 +44,7 @@ static EBB_NOINLINE void *cpu_alloc_miss(ebb_tcache_t *tc, unsigned c, void *pop
     if (p == NULL)
         return oom();
     tc->bins[c].nmalloc++;
-    return p;
+    return ebb_take_marked(p); /* marked by the refill (slab_take) */
 }
 
 EBB_INLINE void *cpu_alloc(ebb_tcache_t *tc, unsigned c) {
@@ -52,7 +52,7 @@ EBB_INLINE void *cpu_alloc(ebb_tcache_t *tc, unsigned c) {
     if (ebb_unlikely((uintptr_t)p <= 1))
         return cpu_alloc_miss(tc, c, p);
     tc->bins[c].nmalloc++;
-    return p;
+    return ebb_take_marked(p);
 }
 
 /* An object of small class c, from the cache or its arena. */
@@ -69,7 +69,7 @@ static void *small_alloc(unsigned c) {
             b->head = *(void **)p;
             b->count--;
             b->nmalloc++;
-            return p;
+            return ebb_take_marked(p);
         }
         p = ebb__tcache_refill_alloc(tc, c);
     } else {
@@ -78,7 +78,7 @@ static void *small_alloc(unsigned c) {
         if (tc->state == EBB_TC_ACTIVE)
             tc->bins[c].nmalloc++;
     }
-    return p ? p : oom();
+    return p ? ebb_take_marked(p) : oom(); /* marked by slab_take */
 }
 
 static void *large_or_huge_alloc(size_t size, size_t align, bool zero) {
@@ -125,7 +125,9 @@ static void free_slow_inner(void *p, ebb_segment_t *seg, unsigned c);
 
 static EBB_NOINLINE void free_slow(void *p, ebb_segment_t *seg, unsigned c) {
     if (c >= ebb__cpucache_first && c <= EBB_NSMALL && ebb__tls_tcache->state == EBB_TC_ACTIVE) {
-        /* A class cached per CPU: a hit is one restartable sequence. */
+        /* A class cached per CPU: a hit is one restartable sequence. The
+         * mark goes first: once pushed, the object is the CPU's. */
+        *ebb_mark_word(p) = ebb__free_mark;
         long r = ebb__cpucache_push(c, p);
         if (ebb_likely(r == 1))
             return;
@@ -163,6 +165,7 @@ static void free_slow_inner(void *p, ebb_segment_t *seg, unsigned c) {
         ebb_tbin_t *b = &tc->bins[c];
         if (b->count < ebb_tbin_max(b)) { /* the bound was lowered and restored */
             *(void **)p = b->head;
+            *ebb_mark_word(p) = ebb__free_mark;
             b->head = p;
             b->count++;
         } else {
@@ -182,6 +185,7 @@ EBB_EXPORT void *ebb_malloc(size_t size) {
         void *p = b->head;
         if (ebb_likely(p != NULL)) {
             void *next = *(void **)p;
+            ebb_take_marked(p);
             b->nmalloc++;
             b->count--;
             b->head = next;
@@ -200,6 +204,7 @@ EBB_EXPORT void ebb_free(void *p) {
     /* max is lowered by the purger to ask an idle cache to drain. */
     if (ebb_likely(b->count < ebb_tbin_max(b))) {
         *(void **)p = b->head;
+        *ebb_mark_word(p) = ebb__free_mark;
         b->head = p;
         b->count++;
         return;

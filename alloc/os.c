@@ -30,6 +30,18 @@ static void *map_raw(size_t len) {
     return p == MAP_FAILED ? NULL : p;
 }
 
+uintptr_t ebb__os_random_word(void) {
+    int saved = errno;
+    uintptr_t w = 0;
+    long n = syscall(SYS_getrandom, &w, sizeof(w), 1 /* GRND_NONBLOCK */);
+    errno = saved;
+    if (n == (long)sizeof(w))
+        return w;
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uintptr_t)t.tv_nsec * 0x9e3779b97f4a7c15u ^ (uintptr_t)&t;
+}
+
 static _Atomic size_t os_page;
 
 size_t ebb__os_page_size(void) {

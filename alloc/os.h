@@ -20,6 +20,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* A word of randomness: getrandom(2) without blocking, else the clock and
+ * an address (ASLR). Not for secrets. */
+uintptr_t ebb__os_random_word(void);
+
 /* The kernel's page size (AT_PAGESZ), read once: 4 KiB on x86-64, 4, 16
  * or 64 KiB on arm64, 64 KiB on most ppc64le kernels. */
 size_t ebb__os_page_size(void);

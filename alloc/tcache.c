@@ -240,6 +240,17 @@ void *ebb__tcache_refill_alloc(ebb_tcache_t *tc, unsigned c) {
     return p;
 }
 
+uintptr_t ebb__free_mark = 0x9e3779b97f4a7c15u; /* odd; made random at initialisation */
+
+void ebb__free_mark_init(void) {
+    uintptr_t r = ebb__os_random_word();
+    ebb__free_mark = (r ^ (r >> 29) ^ ebb__free_mark) | 1;
+}
+
+void ebb__cached_object_changed(void) {
+    ebb__os_fatal("malloc(): a free object in a cache was written: freed twice, or used after free");
+}
+
 void ebb__tcache_overflow_free(ebb_tcache_t *tc, unsigned c, void *p) {
     ebb_tbin_t *b = &tc->bins[c];
     bin_grow(b);
@@ -247,6 +258,7 @@ void ebb__tcache_overflow_free(ebb_tcache_t *tc, unsigned c, void *p) {
     if (b->count >= max)
         bin_flush(b, c, max / 2);
     *(void **)p = b->head;
+    *ebb_mark_word(p) = ebb__free_mark;
     b->head = p;
     b->count++;
     if (++tc->ticks % 8 == 0 ||
