@@ -40,6 +40,8 @@
 #define ebb_likely(x) __builtin_expect(!!(x), 1)
 #define ebb_unlikely(x) __builtin_expect(!!(x), 0)
 #define EBB_INLINE static inline __attribute__((always_inline))
+/* Read on a fast path: one RIP-relative load, no GOT entry. */
+#define EBB_HIDDEN __attribute__((visibility("hidden")))
 #define EBB_NOINLINE __attribute__((noinline))
 #define EBB_CACHELINE 64
 #if defined(__x86_64__) || defined(__i386__)
@@ -434,7 +436,7 @@ extern ebb_tcache_t ebb__tcache_uninit;
  * program keeps matches it, and random per process (getrandom). Objects
  * that reach their slab are checked there too (slab_put: its bitmap).
  */
-extern uintptr_t ebb__free_mark;
+extern EBB_HIDDEN uintptr_t ebb__free_mark;
 EBB_INLINE uintptr_t *ebb_mark_word(void *p) { return (uintptr_t *)p + 1; }
 void ebb__free_mark_init(void);
 __attribute__((noreturn, cold)) void ebb__cached_object_changed(void);
