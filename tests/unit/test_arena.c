@@ -44,6 +44,41 @@ static void test_refill_and_cross_thread_flush(void **state) {
     assert_int_equal(unit_bin_nout(a, c), before);
 }
 
+/* A flush of objects of three arenas, interleaved one by one: each goes
+ * back to its own arena's slabs, and each arena's bin lock is taken once
+ * (nflushes counts the passes), not at every change of arena. */
+static void test_mixed_flush_locks_each_arena_once(void **state) {
+    (void)state;
+    unit_init();
+    unsigned c = ebb_size_class(96);
+    ebb_arena_t *ar[3] = {ebb__arena_get(EBB_MAX_ARENAS - 1), ebb__arena_get(EBB_MAX_ARENAS - 2),
+                          ebb__arena_get(EBB_MAX_ARENAS - 3)};
+    enum { PER = 40 };
+    void *objs[3][PER];
+    size_t nout0[3];
+    uint64_t flushes0[3];
+    for (int k = 0; k < 3; k++) {
+        assert_non_null(ar[k]);
+        void *head;
+        assert_int_equal(ebb__arena_refill(ar[k], c, &head, PER), PER);
+        for (int i = 0; i < PER; i++, head = *(void **)head)
+            objs[k][i] = head;
+        nout0[k] = unit_bin_nout(ar[k], c);
+        flushes0[k] = ar[k]->bins[c].nflushes;
+    }
+    void *list = NULL;
+    for (int i = PER - 1; i >= 0; i--)
+        for (int k = 2; k >= 0; k--) {
+            *(void **)objs[k][i] = list;
+            list = objs[k][i];
+        }
+    ebb__arena_flush(c, list);
+    for (int k = 0; k < 3; k++) {
+        assert_int_equal(unit_bin_nout(ar[k], c), nout0[k] - PER);
+        assert_int_equal(ar[k]->bins[c].nflushes, flushes0[k] + 1);
+    }
+}
+
 static void test_objects_do_not_overlap(void **state) {
     (void)state;
     unit_init();
@@ -338,6 +373,7 @@ static void test_slab_purge_leaves_the_bin_open(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_refill_and_cross_thread_flush),
+        cmocka_unit_test(test_mixed_flush_locks_each_arena_once),
         cmocka_unit_test(test_objects_do_not_overlap),
         cmocka_unit_test(test_summary_tracks_live_bytes),
         cmocka_unit_test(test_release_checks_abort),
