@@ -725,6 +725,20 @@ int ebb__os_unlink_stale(const char *path) {
     return r;
 }
 
+long ebb__os_read_head(const char *path, void *buf, size_t len) {
+    int saved = errno;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    long n = -1;
+    if (fd >= 0) {
+        struct stat st;
+        if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
+            n = pread(fd, buf, len, 0);
+        close(fd);
+    }
+    errno = saved;
+    return n;
+}
+
 int ebb__os_unlink(const char *path) {
     int saved = errno;
     int r = unlink(path) == 0 ? 0 : errno;
@@ -733,6 +747,14 @@ int ebb__os_unlink(const char *path) {
 }
 
 int ebb__os_getpid(void) { return (int)getpid(); }
+
+uint64_t ebb__os_pid_ns(void) {
+    int saved = errno;
+    struct stat st;
+    uint64_t ino = stat("/proc/self/ns/pid", &st) == 0 ? (uint64_t)st.st_ino : 0;
+    errno = saved;
+    return ino;
+}
 
 uint64_t ebb__os_start_time(void) {
     char buf[1024];

@@ -199,6 +199,10 @@ int ebb__os_shm_create(const char *path, size_t len, void **out);
  * Returns 0 or an errno (EPERM when path is anything else). */
 int ebb__os_unlink_stale(const char *path);
 
+/* Read up to len bytes from the start of the regular file path (never
+ * through a symlink). Returns the bytes read, or -1. */
+long ebb__os_read_head(const char *path, void *buf, size_t len);
+
 /* unlink(2). Returns 0 or an errno. */
 int ebb__os_unlink(const char *path);
 
@@ -208,6 +212,10 @@ int ebb__os_getpid(void);
 /* The process's start time, clock ticks after boot (field 22 of
  * /proc/self/stat); 0 when unknown. With the pid it names one process. */
 uint64_t ebb__os_start_time(void);
+
+/* The inode of /proc/self/ns/pid, naming this process's pid namespace;
+ * 0 when unknown. */
+uint64_t ebb__os_pid_ns(void);
 
 /* Abort the process after writing msg to standard error. */
 __attribute__((noreturn)) void ebb__os_fatal(const char *msg);

@@ -50,6 +50,23 @@ static size_t layout(uint32_t *arena_off, uint32_t *class_off) {
     return ebb_align_up(c + PAGE_NCLASSES * sizeof(ebb_stats_class_t), EBB_PAGE);
 }
 
+/* Is the page at path, in our pid's name, kept by a live process of
+ * another pid namespace (containers sharing /dev/shm but not their
+ * processes, where two of them have the same pid)? Then it is not ours to
+ * replace. A page of our own namespace is an earlier image of this process
+ * (exec) or a dead one's: it goes, as does a stale page from elsewhere
+ * (ebb_stats_page_is_fresh), ebbstat judging pages the same way. */
+static bool page_kept_by_another(const char *path) {
+    ebb_stats_header_t h;
+    if (ebb__os_read_head(path, &h, sizeof(h)) != (long)sizeof(h) || h.magic != EBB_STATS_MAGIC ||
+        h.version != EBB_STATS_VERSION)
+        return false;
+    uint64_t ns = ebb__os_pid_ns();
+    if (h.pid_ns == 0 || ns == 0 || h.pid_ns == ns)
+        return false;
+    return ebb_stats_page_is_fresh(h.publish_ns, h.interval_ms, ebb__os_now_ns());
+}
+
 static const char *errno_text(int e) {
     switch (e) {
     case EEXIST: return "something else is at that path (a symlink or a file not ours)";
@@ -71,6 +88,7 @@ static void fill_header(ebb_stats_header_t *h, uint32_t arena_off, uint32_t clas
     h->total_size = shm.size;
     h->pid = shm.pid;
     h->start_time = ebb__os_start_time();
+    h->pid_ns = ebb__os_pid_ns();
     h->narenas = page_narenas();
     h->nclasses = PAGE_NCLASSES;
     h->arena_off = arena_off;
@@ -130,9 +148,21 @@ static void create(bool loud) {
     void *p = NULL;
     int r = shm.snap ? ebb__os_shm_create(shm.path, size, &p) : ENOMEM;
     /* Our pid's name already taken: a page of an earlier image of this
-     * process (exec) or of a dead process. Only our own plain file goes. */
-    if (r == EEXIST && ebb__os_unlink_stale(shm.path) == 0)
+     * process (exec), of a dead process, or of a live one in another pid
+     * namespace that shares this directory (containers sharing /dev/shm).
+     * Only our own plain file goes, and not while another process keeps
+     * it up to date. */
+    bool foreign = r == EEXIST && page_kept_by_another(shm.path);
+    if (r == EEXIST && !foreign && ebb__os_unlink_stale(shm.path) == 0)
         r = ebb__os_shm_create(shm.path, size, &p);
+    if (foreign) {
+        if (loud)
+            ebb__warn("statistics page %s is kept by a live process of another pid namespace "
+                      "(containers sharing the directory); going on without one",
+                      shm.path);
+        shm.path[0] = '\0';
+        return;
+    }
     if (r != 0) {
         if (loud)
             ebb__warn("statistics page %s not created: %s (errno %d); going on without it",

@@ -78,6 +78,9 @@ typedef struct ebb_stats_header_s {
     uint32_t counters_size;            /* sizeof(ebb_stats_counters_t) */
     uint32_t page_size;                /* the allocator's page, bytes */
     char options[EBB_STATS_OPTS_LEN];  /* "name:value,..." effective options */
+    uint64_t pid_ns;                   /* inode of the writer's /proc/self/ns/pid; 0:
+                                          unknown (in padding: layout 3 pages before
+                                          it read 0 here) */
 
     /* Written from outside (ebbstat purge); the process reads only this. */
     _Atomic uint64_t request __attribute__((aligned(64)));
@@ -97,6 +100,21 @@ typedef struct ebb_stats_header_s {
 } ebb_stats_header_t;
 
 #define EBB_STATS_SNAP_OFF offsetof(ebb_stats_header_t, seq)
+
+/* Is a page's writer alive? It published within three of its intervals
+ * (3 s at least) before now (CLOCK_MONOTONIC ns, shared by every pid
+ * namespace). A live process with a background thread publishes every
+ * interval; one without (background_thread:false) only when it allocates,
+ * so an idle one looks dead here. For a page of the reader's own pid
+ * namespace /proc says more; for one of another namespace (pid_ns differs:
+ * containers sharing /dev/shm but not their processes) this is all there
+ * is. */
+static inline bool ebb_stats_page_is_fresh(uint64_t publish_ns, uint64_t interval_ms, uint64_t now_ns) {
+    uint64_t window = interval_ms < 1000 ? 3000000000u : interval_ms * 3000000u;
+    if (publish_ns == 0 || publish_ns > now_ns + 1000000000u)
+        return false; /* never published, or not by this boot's clock */
+    return publish_ns >= now_ns || now_ns - publish_ns < window;
+}
 
 /* ---- the sequence lock ------------------------------------------------- */
 /* Writer: pre: the caller is the only writer. Copies len bytes of src

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """ebbstat end to end: a live process read from outside, every output format
 checked by a real parser, purge, stale pages after kill -9 and --clean,
-error exit codes, hostile pages, the fuzz target, and a JVM under LD_PRELOAD.
+error exit codes, hostile pages, the fuzz target, pages of processes in other
+pid namespaces, and a JVM under LD_PRELOAD.
 
 Exits 77 (ctest: skipped) only when nothing could run; a part that needs
 what the machine lacks (promtool, java, root) says so and is skipped.
@@ -18,7 +19,7 @@ import tempfile
 import time
 
 MIB = 1 << 20
-EXIT = dict(ok=0, usage=2, noproc=3, nopage=4, perm=5, stale=6, version=7, corrupt=8)
+EXIT = dict(ok=0, usage=2, noproc=3, nopage=4, perm=5, stale=6, version=7, corrupt=8, elsewhere=10)
 failures = []
 PRELOAD = [""]
 
@@ -294,6 +295,69 @@ def test_refused_purges(ebbstat, holder_bin, dirname):
             p.wait(timeout=30)
 
 
+def ns_holder(holder_bin, dirname, decay_ms):
+    """A holder as pid 1 of a pid namespace of its own, its page in dirname."""
+    env = dict(os.environ, LD_PRELOAD="", EBBMALLOC_CONF=f"stats_dir:{dirname},decay_ms:{decay_ms}")
+    return Holder(["unshare", "--pid", "--fork", "--mount-proc", holder_bin, "1", "0", "tick"], env=env)
+
+
+def host_pid_of_child(pid):
+    """The one child of pid (unshare's: the holder, as the host sees it)."""
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        kids = f.read().split()
+    return int(kids[0]) if kids else 0
+
+
+def test_pid_namespaces(ebbstat, holder_bin, dirname):
+    """Containers that share /dev/shm but not their processes: two processes
+    of the same pid in two pid namespaces. The second does not take the
+    first's live page; ebbstat in a third namespace says whose it is (exit
+    10) and --clean leaves it, until its writer is killed and its snapshots
+    stop; then it is stale and goes."""
+    if not shutil.which("unshare") or run(["unshare", "--pid", "--fork", "--mount-proc", "true"]).returncode != 0:
+        print("skip pid namespaces: unshare --pid is not permitted here (needs root)")
+        return
+    a = ns_holder(holder_bin, dirname, 1111)
+    b = None
+    try:
+        check(a.pid == 1, f"the holder is pid 1 of its namespace ({a.pid})")
+        path = os.path.join(dirname, "ebbmalloc.1")
+        check(wait_file(path), "its page is made")
+        time.sleep(1.2)  # a second snapshot
+        r = run([ebbstat, "--dir", dirname, "1"])
+        check(r.returncode == EXIT["elsewhere"] and "another pid namespace" in r.stderr,
+              f"ebbstat here: exit 10, another pid namespace ({r.returncode}: {r.stderr.strip()[:120]})")
+        r = run([ebbstat, "--dir", dirname])
+        check(any(l.split()[0] == "1" and "another pid namespace" in l for l in r.stdout.splitlines()[1:]),
+              "the list says whose the page is")
+        r = run([ebbstat, "--dir", dirname, "--clean"])
+        check(r.returncode == 0 and os.path.exists(path), "--clean leaves a live page of another namespace")
+
+        b = ns_holder(holder_bin, dirname, 2222)
+        time.sleep(2.5)  # past the second one's page time
+        with open(path, "rb") as f:
+            page = f.read()
+        check(b"decay_ms:1111" in page and b"decay_ms:2222" not in page,
+              "a process of the same pid elsewhere leaves the live page alone")
+        b.stop()
+        check(os.path.exists(path), "and its exit does not remove it")
+
+        os.kill(host_pid_of_child(a.p.pid), signal.SIGKILL)
+        a.p.wait(timeout=10)
+        time.sleep(3.5)  # no snapshot for three intervals: gone
+        r = run([ebbstat, "--dir", dirname, "1"])
+        check(r.returncode == EXIT["stale"] and "another pid namespace" in r.stderr,
+              f"killed: its page is stale ({r.returncode})")
+        r = run([ebbstat, "--dir", dirname, "--clean"])
+        check(r.returncode == 0 and not os.path.exists(path), "--clean removes it then")
+    finally:
+        for h in (a, b):
+            if h is not None:
+                if h.p.poll() is None:
+                    h.p.kill()
+                h.p.wait(timeout=10)
+
+
 def test_normal_exit_removes(holder_bin, dirname):
     env = dict(os.environ, EBBMALLOC_CONF=f"stats_dir:{dirname}")
     h = Holder([holder_bin, "1", "0"], env=env)
@@ -489,6 +553,7 @@ def main():
         test_huge_pages(a.ebbstat, a.holder, dirname)
         test_refused_purges(a.ebbstat, a.holder, dirname)
         test_hostile_pages(a.ebbstat, a.holder, dirname, a.fuzz)
+        test_pid_namespaces(a.ebbstat, a.holder, dirname)
         test_jvm(a.ebbstat, a.preload, dirname)
     finally:
         shutil.rmtree(dirname, ignore_errors=True)

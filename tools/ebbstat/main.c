@@ -40,7 +40,8 @@ static const char *usage_text =
     "  -h, --help        this text;  -V, --version  the version\n"
     "exit codes: 0 ok, 1 error, 2 usage, 3 no such process, 4 process not using\n"
     "ebbmalloc, 5 permission denied, 6 stale page, 7 layout version mismatch,\n"
-    "8 corrupt page, 9 no answer from the process\n";
+    "8 corrupt page, 9 no answer from the process, 10 the page's process runs in\n"
+    "another pid namespace (a container sharing the directory)\n";
 
 static int usage_error(const char *msg) {
     fprintf(stderr, "ebbstat: %s\n%s", msg, usage_text);
@@ -88,6 +89,29 @@ static int load(const char *dir, int pid, ebbstat_snap_t *snap, ebbstat_view_t *
         snprintf(err, errcap, "%s: corrupt page: it names pid %lld", path, (long long)h->pid);
         ebbstat_snap_free(snap);
         return EBBSTAT_CORRUPT;
+    }
+    /* A page of another pid namespace (containers that share /dev/shm but
+     * not their processes): pid names another process here, or none, so
+     * /proc says nothing of its writer; only its snapshots say whether it
+     * lives. */
+    uint64_t own_ns = ebbstat_own_pid_ns();
+    if (h->pid_ns != 0 && own_ns != 0 && h->pid_ns != own_ns) {
+        bool fresh = ebb_stats_page_is_fresh(h->publish_ns, h->interval_ms, ebbstat_now_ns());
+        ebbstat_snap_free(snap);
+        if (fresh) {
+            snprintf(err, errcap,
+                     "%s belongs to pid %d of another pid namespace (a container sharing this "
+                     "directory), and that process is live: run ebbstat there, or share the "
+                     "pid namespace",
+                     path, pid);
+            return EBBSTAT_ELSEWHERE;
+        }
+        uint64_t now = ebbstat_now_ns();
+        snprintf(err, errcap,
+                 "stale page %s: pid %d of another pid namespace, no snapshot for %.0f s "
+                 "(ebbstat --clean removes it)",
+                 path, pid, now > h->publish_ns ? (double)(now - h->publish_ns) / 1e9 : 0.0);
+        return EBBSTAT_STALE;
     }
     uint64_t start;
     if (!ebbstat_proc_start_time(pid, &start) || (h->start_time && start != h->start_time)) {
@@ -288,11 +312,12 @@ static int cmd_list(const char *dir, bool clean) {
             static const char *const state[] = {
                 [EBBSTAT_OK] = "live",         [EBBSTAT_PERM] = "permission denied",
                 [EBBSTAT_STALE] = "stale",     [EBBSTAT_VERSION] = "other layout version",
-                [EBBSTAT_CORRUPT] = "corrupt", [EBBSTAT_ERR] = "unreadable"};
+                [EBBSTAT_CORRUPT] = "corrupt", [EBBSTAT_ERR] = "unreadable",
+                [EBBSTAT_ELSEWHERE] = "live, another pid namespace"};
             if (r != EBBSTAT_OK) {
                 v.page = NULL;
                 ebbstat_proc_comm(pid, v.comm, sizeof(v.comm));
-                if (stale)
+                if (stale || r == EBBSTAT_ELSEWHERE) /* /proc/PID here is not its process */
                     snprintf(v.comm, sizeof(v.comm), "-");
             }
             const char *s = r < (int)(sizeof(state) / sizeof(state[0])) && state[r] ? state[r]

@@ -25,6 +25,7 @@ enum {
     EBBSTAT_VERSION = 7,    /* layout version mismatch */
     EBBSTAT_CORRUPT = 8,    /* truncated, corrupt or hostile page */
     EBBSTAT_TIMEOUT = 9,    /* the process did not answer in time */
+    EBBSTAT_ELSEWHERE = 10, /* a live page whose process runs in another pid namespace */
 };
 
 /* Largest page accepted: far above any real one (1024 arenas). */

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -31,6 +32,11 @@ bool ebbstat_proc_exists(int pid) {
     char path[64];
     snprintf(path, sizeof(path), "/proc/%d", pid);
     return access(path, F_OK) == 0;
+}
+
+uint64_t ebbstat_own_pid_ns(void) {
+    struct stat st;
+    return stat("/proc/self/ns/pid", &st) == 0 ? (uint64_t)st.st_ino : 0;
 }
 
 bool ebbstat_proc_start_time(int pid, uint64_t *out) {

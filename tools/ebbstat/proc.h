@@ -21,6 +21,8 @@ void ebbstat_proc_comm(int pid, char *buf, size_t cap);
 ebbstat_mem_t ebbstat_proc_mem(int pid);
 /* True when /proc/PID exists at all. */
 bool ebbstat_proc_exists(int pid);
+/* The inode of our own /proc/self/ns/pid (our pid namespace); 0 unknown. */
+uint64_t ebbstat_own_pid_ns(void);
 /* The host's transparent huge page setting, the bracketed word of
  * /sys/kernel/mm/transparent_hugepage/enabled ("always", "madvise",
  * "never"), or NULL when the kernel has none. */
