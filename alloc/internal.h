@@ -483,7 +483,6 @@ void *ebb__cpucache_pop(unsigned c);
 long ebb__cpucache_push(unsigned c, void *p);
 void *ebb__cpucache_refill(ebb_arena_t *a, unsigned c); /* one object; NULL: OOM */
 void ebb__cpucache_overflow(unsigned c, void *p); /* half the room back to the slabs, p in */
-
 /* Empty every CPU's cache: fenced from where the caller runs, or moving
  * the caller from CPU to CPU (may_move: the background thread only); with
  * neither, only the cache of the caller's CPU. Under the decay lock but
