@@ -122,6 +122,7 @@ static void publish_locked(ebb_stats_header_t *page, uint64_t now_ns) {
     shm.last_publish_ns = now_ns;
 }
 
+/* pre: shm.lock held (ebb__stats_shm_exit waits for a page being made). */
 static void create(bool loud) {
     uint32_t arena_off, class_off;
     size_t size = layout(&arena_off, &class_off);
@@ -176,9 +177,7 @@ static void create(bool loud) {
     fill_header(page, arena_off, class_off);
     shm.seq = 0;
     shm.publish_count = 0;
-    ebb_lock(&shm.lock);
     publish_locked(page, ebb__os_now_ns());
-    ebb_unlock(&shm.lock);
     /* The magic last: a reader that sees it sees a whole header. */
     __atomic_store_n(&page->magic, EBB_STATS_MAGIC, __ATOMIC_RELEASE);
     atomic_store_explicit(&shm.page, page, memory_order_release);
@@ -218,8 +217,12 @@ void ebb__stats_shm_tick(uint64_t now_ns) {
     if (atomic_load_explicit(&shm.gone, memory_order_relaxed))
         return;
     if (atomic_load_explicit(&shm.create_pending, memory_order_relaxed) && now_ns >= shm.due_ns &&
-        atomic_exchange(&shm.create_pending, false))
-        create(shm.loud);
+        atomic_exchange(&shm.create_pending, false)) {
+        ebb_lock(&shm.lock);
+        if (!atomic_load(&shm.gone))
+            create(shm.loud);
+        ebb_unlock(&shm.lock);
+    }
     ebb_stats_header_t *page = atomic_load_explicit(&shm.page, memory_order_acquire);
     if (page == NULL || shm.lock.state != 0)
         return;
@@ -255,11 +258,20 @@ const char *ebb__stats_shm_path(void) {
 }
 
 /* At normal exit (exit(), return from main; also dlclose): remove the page
- * if this process made it. The mapping stays, so a tick racing with exit
- * writes into memory that is still there. */
-__attribute__((destructor)) static void stats_shm_fini(void) {
-    if (atomic_load(&shm.page) == NULL || atomic_exchange(&shm.gone, true))
+ * if this process made it, and make none from then on. The background
+ * thread runs until _exit, and a page falling due after this point (a
+ * process that lives about stats_interval_ms) used to be made then and
+ * left behind, as was one this ran into the making of; the lock orders the
+ * two: a page is either made before, and removed here, or never. The
+ * mapping stays, so a tick racing with exit writes into memory that is
+ * still there. */
+void ebb__stats_shm_exit(void) {
+    if (atomic_exchange(&shm.gone, true))
         return;
-    if (shm.pid == ebb__os_getpid() && shm.path[0])
+    ebb_lock(&shm.lock);
+    if (atomic_load(&shm.page) != NULL && shm.pid == ebb__os_getpid() && shm.path[0])
         ebb__os_unlink(shm.path);
+    ebb_unlock(&shm.lock);
 }
+
+__attribute__((destructor)) static void stats_shm_fini(void) { ebb__stats_shm_exit(); }

@@ -179,5 +179,7 @@ void ebb__stats_collect(ebb_stats_counters_t *total, ebb_stats_counters_t *arena
  * (tcache.c, where the registry is). */
 /* The page's path ("" when there is none), for tests. */
 const char *ebb__stats_shm_path(void);
+/* At exit (its destructor calls it): remove this process's page; make none after. */
+void ebb__stats_shm_exit(void);
 
 #endif /* EBB_STATS_SHM_H */

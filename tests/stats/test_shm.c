@@ -2,13 +2,17 @@
  * The shared statistics page from inside (linked with the internal build):
  * creation, mode and header; the sequence lock under concurrent writers and
  * readers, raw and through the real publisher; a forked child's own page;
- * a symlink planted at the page's path refused; removal at exit.
+ * a symlink planted at the page's path refused; removal at exit, and no
+ * page made once the process is exiting.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -270,6 +274,83 @@ static void test_fork_child_gets_own_page_removed_at_exit(void **state) {
     assert_int_equal(stat(ebb__stats_shm_path(), &sb), 0);
 }
 
+/* ---- exit: no page is made once the process is exiting ---- */
+
+/* Is there a page in the name of process pid? */
+static bool page_exists(pid_t pid) {
+    char path[300];
+    snprintf(path, sizeof(path), "%s/ebbmalloc.%d", ebb__opts.stats_dir, (int)pid);
+    return access(path, F_OK) == 0;
+}
+
+/* A process whose page falls due after its destructor ran (it exits about
+ * stats_interval_ms after it started; the background thread ticks until
+ * _exit) makes none. */
+static void test_no_page_made_after_exit(void **state) {
+    (void)state;
+    pid_t pid = fork();
+    if (pid == 0) {
+        ebb__stats_shm_exit(); /* what exit() runs */
+        tick_late();           /* the page is due now */
+        _exit(ebb__stats_shm_path()[0] == '\0' && !page_exists(getpid()) ? 0 : 1);
+    }
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    bool left = page_exists(pid);
+    if (left) {
+        char path[300];
+        snprintf(path, sizeof(path), "%s/ebbmalloc.%d", ebb__opts.stats_dir, (int)pid);
+        unlink(path);
+    }
+    assert_false(left);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+static atomic_bool ticker_stop;
+
+static void *ticker(void *arg) {
+    (void)arg;
+    while (!atomic_load(&ticker_stop))
+        tick_late();
+    return NULL;
+}
+
+/* Exit racing the background thread as it makes the page: whichever
+ * comes first, no page is left. Each child exits after a different delay,
+ * so some exit before the page is made, some while, some after. */
+static void test_exit_racing_page_creation(void **state) {
+    (void)state;
+    enum { CHILDREN = 200 };
+    int left = 0, failed = 0;
+    for (int i = 0; i < CHILDREN; i++) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            atomic_store(&ticker_stop, false);
+            pthread_t t;
+            if (pthread_create(&t, NULL, ticker, NULL) != 0)
+                _exit(2);
+            struct timespec d = {0, (long)(i % 50) * 4000}; /* 0-196 us */
+            nanosleep(&d, NULL);
+            ebb__stats_shm_exit();
+            atomic_store(&ticker_stop, true);
+            pthread_join(t, NULL);
+            _exit(0);
+        }
+        int st;
+        assert_int_equal(waitpid(pid, &st, 0), pid);
+        failed += !(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+        if (page_exists(pid)) {
+            left++;
+            char path[300];
+            snprintf(path, sizeof(path), "%s/ebbmalloc.%d", ebb__opts.stats_dir, (int)pid);
+            unlink(path);
+        }
+    }
+    printf("# %d of %d children left a page\n", left, CHILDREN);
+    assert_int_equal(failed, 0);
+    assert_int_equal(left, 0);
+}
+
 static void test_symlink_at_page_path_refused(void **state) {
     (void)state;
     char target[] = "/tmp/ebbstat-target-XXXXXX";
@@ -307,6 +388,8 @@ int main(void) {
         cmocka_unit_test(test_publisher_under_concurrency),
         cmocka_unit_test(test_fork_child_gets_own_page_removed_at_exit),
         cmocka_unit_test(test_symlink_at_page_path_refused),
+        cmocka_unit_test(test_no_page_made_after_exit),
+        cmocka_unit_test(test_exit_racing_page_creation),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
