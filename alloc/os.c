@@ -725,6 +725,76 @@ int ebb__os_unlink_stale(const char *path) {
     return r;
 }
 
+int ebb__os_dir_each(const char *dir, bool (*fn)(const char *name, void *arg), void *arg) {
+    int saved = errno, r = 0;
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        r = errno;
+        errno = saved;
+        return r;
+    }
+    /* struct linux_dirent64: d_ino, d_off, d_reclen, d_type, d_name[]. */
+    enum { RECLEN_OFF = 16, NAME_OFF = 19 };
+    char buf[4096] __attribute__((aligned(8)));
+    bool more = true;
+    while (more) {
+        long n = syscall(SYS_getdents64, fd, buf, sizeof(buf));
+        if (n <= 0) {
+            r = n < 0 ? errno : 0;
+            break;
+        }
+        for (long off = 0; off < n && more;) {
+            unsigned short reclen;
+            memcpy(&reclen, buf + off + RECLEN_OFF, sizeof(reclen));
+            if (reclen == 0)
+                break;
+            more = fn(buf + off + NAME_OFF, arg);
+            off += reclen;
+        }
+    }
+    close(fd);
+    errno = saved;
+    return r;
+}
+
+long ebb__os_read_own_file(const char *path, void *buf, size_t len, uint64_t id[2]) {
+    int saved = errno;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    long n = -1;
+    if (fd >= 0) {
+        struct stat st;
+        if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid() &&
+            st.st_nlink == 1 && (st.st_mode & 07777) == 0600) {
+            id[0] = (uint64_t)st.st_dev;
+            id[1] = (uint64_t)st.st_ino;
+            n = pread(fd, buf, len, 0);
+        }
+        close(fd);
+    }
+    errno = saved;
+    return n;
+}
+
+int ebb__os_unlink_same(const char *path, const uint64_t id[2]) {
+    int saved = errno, r = 0;
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        r = errno;
+    else if ((uint64_t)st.st_dev != id[0] || (uint64_t)st.st_ino != id[1])
+        r = ESTALE;
+    else if (unlink(path) != 0)
+        r = errno;
+    errno = saved;
+    return r;
+}
+
+bool ebb__os_pid_gone(int pid) {
+    int saved = errno;
+    bool gone = pid > 0 && kill(pid, 0) != 0 && errno == ESRCH;
+    errno = saved;
+    return gone;
+}
+
 long ebb__os_read_head(const char *path, void *buf, size_t len) {
     int saved = errno;
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);

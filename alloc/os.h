@@ -206,6 +206,25 @@ long ebb__os_read_head(const char *path, void *buf, size_t len);
 /* unlink(2). Returns 0 or an errno. */
 int ebb__os_unlink(const char *path);
 
+/* Call fn(name, arg) for each entry of the directory dir until fn returns
+ * false; the directory is read with getdents64 into a buffer on the stack
+ * (no allocation). Returns 0 or an errno. */
+int ebb__os_dir_each(const char *dir, bool (*fn)(const char *name, void *arg), void *arg);
+
+/* Read up to len bytes from the start of path when it is a regular file of
+ * this user with one link and mode 0600 (what ebb__os_unlink_stale would
+ * remove), never through a symlink; id[] gets its device and inode, for
+ * ebb__os_unlink_same. Returns the bytes read, or -1. */
+long ebb__os_read_own_file(const char *path, void *buf, size_t len, uint64_t id[2]);
+
+/* Remove path if it still is the file id[] (ebb__os_read_own_file).
+ * Returns 0 or an errno: ESTALE when another file is there now. */
+int ebb__os_unlink_same(const char *path, const uint64_t id[2]);
+
+/* Does no process of that pid exist in this pid namespace (kill(pid, 0)
+ * fails with ESRCH)? */
+bool ebb__os_pid_gone(int pid);
+
 /* getpid(2). */
 int ebb__os_getpid(void);
 

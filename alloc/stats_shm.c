@@ -122,6 +122,83 @@ static void publish_locked(ebb_stats_header_t *page, uint64_t now_ns) {
     shm.last_publish_ns = now_ns;
 }
 
+/* ---- pages dead processes left ---------------------------------------- */
+/* A process that ends without running its destructors leaves its page:
+ * killed (SIGKILL, the OOM killer), or a forked child that ends by _exit
+ * after its page was made -- as the workers of Python's multiprocessing
+ * and of many pre-forking servers do, one page for each worker ever
+ * started. On a container's /dev/shm (64 MiB by default) they would add up
+ * for as long as the container lives. So each process, once it has made
+ * its own page, removes those of processes that are gone: pages of its
+ * own pid namespace, of this layout, whose pid no process has (kill(pid,
+ * 0): ESRCH), and plain 0600 files of this user with one link, as
+ * ebb__os_unlink_stale asks. The file removed is the one read (same
+ * inode), so a page a new process of a reused pid has just made stays --
+ * but for the few instructions between that check and the unlink. Pages
+ * of other pid namespaces are left to `ebbstat --clean`: whether their
+ * writer lives shows only in its snapshots, and one that does not publish
+ * while idle (background_thread:false) would pass for dead. A live pid
+ * whose page names another start time (reused) is left too: the new
+ * process replaces it when it makes its own page, or it goes once the
+ * pid is free. At most SWEEP_LOOK pages are read a sweep, so a directory
+ * of many live processes costs each new one little (~5 us a page); what
+ * is left, the next process takes. */
+#define SWEEP_LOOK 256
+
+typedef struct {
+    const char *dir;  /* "" for the root directory */
+    uint64_t pid_ns;
+    int self;
+    unsigned looked, removed;
+} sweep_t;
+
+/* The pid in a page's file name, or 0 when name is not one. */
+static int page_name_pid(const char *name) {
+    size_t pl = sizeof(EBB_STATS_FILE_PREFIX) - 1;
+    if (strncmp(name, EBB_STATS_FILE_PREFIX, pl) != 0 || name[pl] < '1' || name[pl] > '9')
+        return 0;
+    long pid = 0;
+    for (const char *c = name + pl; *c; c++) {
+        if (*c < '0' || *c > '9' || pid > INT32_MAX / 10)
+            return 0;
+        pid = pid * 10 + (*c - '0');
+    }
+    return pid <= INT32_MAX ? (int)pid : 0;
+}
+
+static bool sweep_one(const char *name, void *arg) {
+    sweep_t *sw = arg;
+    int pid = page_name_pid(name);
+    if (pid == 0 || pid == sw->self)
+        return true;
+    if (sw->looked++ >= SWEEP_LOOK)
+        return false;
+    char path[PATH_LEN];
+    ebb__fmt(path, sizeof(path), "%s/" EBB_STATS_FILE_PREFIX "%d", sw->dir, pid);
+    ebb_stats_header_t h;
+    uint64_t id[2];
+    if (ebb__os_read_own_file(path, &h, sizeof(h), id) != (long)sizeof(h) ||
+        h.magic != EBB_STATS_MAGIC || h.version != EBB_STATS_VERSION || h.pid != pid ||
+        h.pid_ns != sw->pid_ns || !ebb__os_pid_gone(pid))
+        return true;
+    if (ebb__os_unlink_same(path, id) == 0)
+        sw->removed++;
+    return true;
+}
+
+static unsigned swept_total;
+
+/* Remove the pages of gone processes of our pid namespace from dir. */
+static void sweep(const char *dir) {
+    sweep_t sw = {.dir = dir, .pid_ns = ebb__os_pid_ns(), .self = shm.pid};
+    if (sw.pid_ns == 0)
+        return; /* no way to tell our namespace's pages */
+    ebb__os_dir_each(dir[0] ? dir : "/", sweep_one, &sw);
+    swept_total += sw.removed;
+}
+
+unsigned ebb__stats_shm_swept(void) { return swept_total; }
+
 /* pre: shm.lock held (ebb__stats_shm_exit waits for a page being made). */
 static void create(bool loud) {
     uint32_t arena_off, class_off;
@@ -181,6 +258,7 @@ static void create(bool loud) {
     /* The magic last: a reader that sees it sees a whole header. */
     __atomic_store_n(&page->magic, EBB_STATS_MAGIC, __ATOMIC_RELEASE);
     atomic_store_explicit(&shm.page, page, memory_order_release);
+    sweep(dl == 1 ? "" : d);
 }
 
 static void make_due(void) {

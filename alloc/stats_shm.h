@@ -181,5 +181,7 @@ void ebb__stats_collect(ebb_stats_counters_t *total, ebb_stats_counters_t *arena
 const char *ebb__stats_shm_path(void);
 /* At exit (its destructor calls it): remove this process's page; make none after. */
 void ebb__stats_shm_exit(void);
+/* Pages of gone processes this process removed (made its own page, then swept), for tests. */
+unsigned ebb__stats_shm_swept(void);
 
 #endif /* EBB_STATS_SHM_H */

@@ -372,6 +372,30 @@ def test_normal_exit_removes(holder_bin, dirname):
           "and is removed at normal exit")
 
 
+def test_pages_of_gone_processes_swept(holder_bin, dirname):
+    """A process killed with SIGKILL leaves its page (no destructor runs);
+    the next process that makes its page in the directory removes it."""
+    env = dict(os.environ, EBBMALLOC_CONF=f"stats_dir:{dirname}")
+    a = Holder([holder_bin, "1", "0"], env=env)
+    path_a = os.path.join(dirname, f"ebbmalloc.{a.pid}")
+    made_a = wait_file(path_a)
+    os.kill(a.pid, signal.SIGKILL)
+    a.p.wait(timeout=10)
+    left = os.path.exists(path_a)
+    b = Holder([holder_bin, "1", "0"], env=env)
+    made_b = wait_file(os.path.join(dirname, f"ebbmalloc.{b.pid}"))
+    end = time.time() + 5  # b sweeps once its own page is made
+    while os.path.exists(path_a) and time.time() < end:
+        time.sleep(0.05)
+    swept = not os.path.exists(path_a)
+    b.stop()
+    if os.path.exists(path_a):
+        os.unlink(path_a)
+    check(made_a and left and made_b and swept,
+          f"a killed process's page is left ({left}), and removed by the next process that "
+          f"makes its page ({swept})")
+
+
 def test_no_page_warns_once_if_asked(holder_bin):
     """A page that cannot be made: the process works on, and says so once
     on stderr only when stats_shm was set explicitly."""
@@ -550,6 +574,7 @@ def main():
     try:
         test_cli_basics(a.ebbstat)
         test_normal_exit_removes(a.holder, dirname)
+        test_pages_of_gone_processes_swept(a.holder, dirname)
         test_no_page_warns_once_if_asked(a.holder)
         PRELOAD[0] = a.preload
         test_short_process_leaves_no_page(a.holder, dirname)

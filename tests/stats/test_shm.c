@@ -3,11 +3,13 @@
  * creation, mode and header; the sequence lock under concurrent writers and
  * readers, raw and through the real publisher; a forked child's own page;
  * a symlink planted at the page's path refused; removal at exit, and no
- * page made once the process is exiting.
+ * page made once the process is exiting; the pages of gone processes swept
+ * by the next process that makes its own.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -351,6 +353,107 @@ static void test_exit_racing_page_creation(void **state) {
     assert_int_equal(left, 0);
 }
 
+/* ---- pages of gone processes: swept by the next process that makes one ---- */
+
+/* A pid no process has: a child's, once it is reaped. */
+static pid_t dead_pid(void) {
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(0);
+    int st;
+    waitpid(pid, &st, 0);
+    return pid;
+}
+
+/* Write a page header naming pid into dir/ebbmalloc.<name_pid>, mode mode. */
+static void plant_page(const char *dir, pid_t name_pid, pid_t pid, uint64_t pid_ns, uint32_t version,
+                       mode_t mode) {
+    char path[300];
+    snprintf(path, sizeof(path), "%s/ebbmalloc.%d", dir, (int)name_pid);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    assert_true(fd >= 0);
+    ebb_stats_header_t h;
+    memset(&h, 0, sizeof(h));
+    h.magic = EBB_STATS_MAGIC;
+    h.version = version;
+    h.header_size = sizeof(h);
+    h.total_size = 4096;
+    h.pid = pid;
+    h.pid_ns = pid_ns;
+    assert_int_equal(write(fd, &h, sizeof(h)), (ssize_t)sizeof(h));
+    assert_int_equal(ftruncate(fd, 4096), 0);
+    assert_int_equal(fchmod(fd, mode), 0);
+    close(fd);
+}
+
+static bool planted(const char *dir, pid_t name_pid) {
+    char path[300];
+    struct stat st;
+    snprintf(path, sizeof(path), "%s/ebbmalloc.%d", dir, (int)name_pid);
+    return lstat(path, &st) == 0;
+}
+
+/* A process that makes its page removes those of gone processes of its
+ * pid namespace, and nothing else: not a live process's page, not one of
+ * another pid namespace or of another layout, not a file that is not a
+ * page (wrong mode, a symlink, a name that is not a page's). */
+static void test_pages_of_gone_processes_swept(void **state) {
+    (void)state;
+    char dir[] = "/tmp/ebb-sweep-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    uint64_t ns = ebb__os_pid_ns();
+    if (ns == 0)
+        skip(); /* no /proc/self/ns/pid: nothing to tell our pages by */
+    pid_t live = fork();
+    if (live == 0) {
+        pause();
+        _exit(0);
+    }
+    pid_t gone1 = dead_pid(), gone2 = dead_pid(), other_ns = dead_pid(), other_version = dead_pid(),
+          wrong_mode = dead_pid(), other_pid = dead_pid(), link = dead_pid();
+    plant_page(dir, gone1, gone1, ns, EBB_STATS_VERSION, 0600);
+    plant_page(dir, gone2, gone2, ns, EBB_STATS_VERSION, 0600);
+    plant_page(dir, live, live, ns, EBB_STATS_VERSION, 0600);
+    plant_page(dir, other_ns, other_ns, ns + 1, EBB_STATS_VERSION, 0600);
+    plant_page(dir, other_version, other_version, ns, EBB_STATS_VERSION + 1, 0600);
+    plant_page(dir, wrong_mode, wrong_mode, ns, EBB_STATS_VERSION, 0644);
+    plant_page(dir, other_pid, gone1, ns, EBB_STATS_VERSION, 0600); /* names another pid */
+    char target[300], path[300];
+    snprintf(target, sizeof(target), "%s/ebbmalloc.%d", dir, (int)gone1);
+    snprintf(path, sizeof(path), "%s/ebbmalloc.%d", dir, (int)link);
+    assert_int_equal(symlink(target, path), 0);
+    snprintf(path, sizeof(path), "%s/ebbmalloc.%d.bak", dir, (int)gone2);
+    assert_int_equal(close(open(path, O_WRONLY | O_CREAT, 0600)), 0);
+
+    pid_t pid = fork();
+    if (pid == 0) {
+        snprintf(ebb__opts.stats_dir, sizeof(ebb__opts.stats_dir), "%s", dir);
+        tick_late(); /* makes the child's page, then sweeps */
+        bool made = ebb__stats_shm_path()[0] != '\0';
+        unsigned swept = ebb__stats_shm_swept();
+        ebb__stats_shm_exit();
+        _exit(made ? (int)swept : 100);
+    }
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    bool gone1_kept = planted(dir, gone1), gone2_kept = planted(dir, gone2);
+    bool kept_all = planted(dir, live) && planted(dir, other_ns) && planted(dir, other_version) &&
+                    planted(dir, wrong_mode) && planted(dir, other_pid) && planted(dir, link) &&
+                    access(path, F_OK) == 0;
+    kill(live, SIGKILL);
+    waitpid(live, NULL, 0);
+    char cmd[400];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+    printf("# child status %#x; gone pages kept: %d %d; the others all kept: %d\n", st, gone1_kept,
+           gone2_kept, kept_all);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 2); /* made its page, removed two */
+    assert_false(gone1_kept);
+    assert_false(gone2_kept);
+    assert_true(kept_all);
+}
+
 static void test_symlink_at_page_path_refused(void **state) {
     (void)state;
     char target[] = "/tmp/ebbstat-target-XXXXXX";
@@ -390,6 +493,7 @@ int main(void) {
         cmocka_unit_test(test_symlink_at_page_path_refused),
         cmocka_unit_test(test_no_page_made_after_exit),
         cmocka_unit_test(test_exit_racing_page_creation),
+        cmocka_unit_test(test_pages_of_gone_processes_swept),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
