@@ -136,6 +136,13 @@ extern uint8_t ebb__class_lut[(EBB_LUT_MAX >> 4) + 1];
 
 void ebb__size_classes_init(void);
 
+/* Aligned small objects: slabs start on a page, so the objects of a class
+ * whose size is a multiple of align are aligned to it.
+ * ebb__class_aligned[c][k] is the first small class from c on whose size
+ * is a multiple of 32 << k (k = 0..7: 32 B .. 4 KiB), or 0 where none is. */
+#define EBB_ALIGNED_KINDS 8
+extern uint8_t ebb__class_aligned[EBB_NSMALL + 1][EBB_ALIGNED_KINDS];
+
 /* For 128 < size <= EBB_LARGE_MAX (the table covers the small sizes): with 2^g < size <= 2^(g+1), the class
  * is the g-th group of four plus which quarter of the group size - 1 is in. */
 EBB_INLINE unsigned ebb_size_class_big(size_t size) {

@@ -271,25 +271,49 @@ EBB_EXPORT void *ebb_realloc(void *p, size_t size) {
     return q;
 }
 
+/* Alignments the small classes serve (slabs start on a page). */
+#define ALIGNED_SMALL_MAX ((size_t)32 << (EBB_ALIGNED_KINDS - 1))
+_Static_assert(ALIGNED_SMALL_MAX <= EBB_PAGE, "slabs start on a page");
+
+/* The small class that serves size bytes aligned to align (a power of two,
+ * 32 B .. ALIGNED_SMALL_MAX), or 0. pre: initialised. */
+static unsigned aligned_class(size_t size, size_t align) {
+    unsigned k = (unsigned)__builtin_ctzll(align) - 5;
+    return ebb__class_aligned[ebb_size_class(size > align ? size : align)][k];
+}
+
 void *ebb__alloc_aligned(size_t align, size_t size, bool zero) {
     if (align <= EBB_MIN_ALIGN)
         return zero ? ebb_calloc(1, size) : ebb_malloc(size);
+    /* The common case as malloc's: a class from a table, popped from the
+     * thread's cache or its CPU's (an active cache: initialised). */
+    ebb_tcache_t *tc = ebb__tls_tcache;
+    unsigned c;
+    if (ebb_likely(align <= ALIGNED_SMALL_MAX && size <= EBB_SMALL_MAX && tc->state == EBB_TC_ACTIVE) &&
+        (c = aligned_class(size, align)) != 0) {
+        ebb_tbin_t *b = &tc->bins[c];
+        void *p = b->head;
+        if (p != NULL) {
+            b->head = *(void **)p;
+            b->count--;
+            b->nmalloc++;
+            p = ebb_take_marked(p);
+        } else {
+            p = c >= ebb__cpucache_first ? cpu_alloc(tc, c) : small_alloc(c);
+        }
+        if (p != NULL && zero)
+            memset(p, 0, size);
+        return p;
+    }
     if (!ebb_init())
         return oom();
     if (size > PTRDIFF_MAX || align > PTRDIFF_MAX / 2 + 1)
         return oom();
-    if (align <= EBB_PAGE && size <= EBB_SMALL_MAX) {
-        /* Slabs start on a page, so objects of a class whose size is a
-         * multiple of align are aligned to it. */
-        unsigned c = ebb_size_class(size > align ? size : align);
-        while (c <= EBB_NSMALL && ebb_class_size(c) % align != 0)
-            c++;
-        if (c <= EBB_NSMALL) {
-            void *p = small_alloc(c);
-            if (p != NULL && zero)
-                memset(p, 0, size);
-            return p;
-        }
+    if (align <= ALIGNED_SMALL_MAX && size <= EBB_SMALL_MAX && (c = aligned_class(size, align)) != 0) {
+        void *p = small_alloc(c);
+        if (p != NULL && zero)
+            memset(p, 0, size);
+        return p;
     }
     if (size == 0)
         size = 1;

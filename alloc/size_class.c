@@ -12,6 +12,7 @@
 
 ebb_class_info_t ebb__classes[EBB_NCLASSES];
 uint8_t ebb__class_lut[(EBB_LUT_MAX >> 4) + 1];
+uint8_t ebb__class_aligned[EBB_NSMALL + 1][EBB_ALIGNED_KINDS];
 
 /* Pages per slab: as few as give at most 1/32 of the slab as tail waste and
  * hold at most EBB_SLAB_MAX_OBJS objects; at least 4 objects and 16 KiB
@@ -70,4 +71,11 @@ void ebb__size_classes_init(void) {
             cls++;
         ebb__class_lut[i] = (uint8_t)cls;
     }
+    for (c = 1; c <= EBB_NSMALL; c++)
+        for (unsigned k = 0; k < EBB_ALIGNED_KINDS; k++) {
+            unsigned a = c;
+            while (a <= EBB_NSMALL && ebb__classes[a].size % (32u << k) != 0)
+                a++;
+            ebb__class_aligned[c][k] = (uint8_t)(a <= EBB_NSMALL ? a : 0);
+        }
 }

@@ -1,5 +1,6 @@
 /* Size classes: waste bound, monotonicity, O(1) lookup agreeing with a
- * linear search, slab geometry, and the division by multiplication. */
+ * linear search, slab geometry, the division by multiplication, and the
+ * table of classes for aligned requests. */
 #include "unit.h"
 
 static unsigned linear_class(size_t size) {
@@ -65,12 +66,35 @@ static void test_div_magic_exact(void **state) {
     }
 }
 
+/* The aligned-class table: for each class and alignment, the first small
+ * class from it on whose size is a multiple of the alignment (so its
+ * objects, in page-aligned slabs, are aligned), or 0 where none is. */
+static void test_aligned_class_table(void **state) {
+    (void)state;
+    unit_init();
+    for (unsigned c = 1; c <= EBB_NSMALL; c++)
+        for (unsigned k = 0; k < EBB_ALIGNED_KINDS; k++) {
+            size_t align = (size_t)32 << k;
+            unsigned a = ebb__class_aligned[c][k];
+            unsigned want = 0;
+            for (unsigned d = c; d <= EBB_NSMALL && want == 0; d++)
+                if (ebb_class_size(d) % align == 0)
+                    want = d;
+            assert_int_equal(a, want);
+        }
+    /* Every alignment up to 4 KiB has a class for any small size below
+     * the largest multiple of it. */
+    for (unsigned k = 0; k < EBB_ALIGNED_KINDS; k++)
+        assert_int_not_equal(ebb__class_aligned[ebb_size_class(EBB_SMALL_MAX)][k], 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_table_shape),
         cmocka_unit_test(test_lookup_matches_linear_and_waste),
         cmocka_unit_test(test_slab_geometry),
         cmocka_unit_test(test_div_magic_exact),
+        cmocka_unit_test(test_aligned_class_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
