@@ -335,6 +335,8 @@ const char *ebb__stats_shm_path(void) {
     return atomic_load(&shm.page) != NULL ? shm.path : "";
 }
 
+#define EXIT_WAIT_NS ((uint64_t)500000000)
+
 /* At normal exit (exit(), return from main; also dlclose): remove the page
  * if this process made it, and make none from then on. The background
  * thread runs until _exit, and a page falling due after this point (a
@@ -346,10 +348,18 @@ const char *ebb__stats_shm_path(void) {
 void ebb__stats_shm_exit(void) {
     if (atomic_exchange(&shm.gone, true))
         return;
-    ebb_lock(&shm.lock);
+    /* The lock is the background thread's for a tick, an ebbstat purge at
+     * most; exit never waits longer than EXIT_WAIT_NS for it, whatever
+     * holds it (a process ending however it can must not hang here). */
+    bool locked = ebb_trylock(&shm.lock);
+    for (uint64_t end = ebb__os_now_ns() + EXIT_WAIT_NS; !locked && ebb__os_now_ns() < end;) {
+        ebb__os_yield();
+        locked = ebb_trylock(&shm.lock);
+    }
     if (atomic_load(&shm.page) != NULL && shm.pid == ebb__os_getpid() && shm.path[0])
         ebb__os_unlink(shm.path);
-    ebb_unlock(&shm.lock);
+    if (locked)
+        ebb_unlock(&shm.lock);
 }
 
 __attribute__((destructor)) static void stats_shm_fini(void) { ebb__stats_shm_exit(); }
