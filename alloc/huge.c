@@ -264,20 +264,18 @@ void *ebb__huge_alloc(size_t size, size_t align, bool zero) {
             memset(p, 0, dirty < size ? dirty : size);
         return p;
     }
-    void *base;
-    size_t map_len;
-    if (align <= EBB_SEG) {
-        map_len = need;
-        base = ebb__os_map_aligned(map_len, EBB_SEG, 0);
-        seg = base;
-    } else {
-        /* The object at seg + EBB_SEG must be aligned to align. */
-        map_len = need;
-        base = ebb__os_map_aligned(map_len, align, EBB_SEG);
-        seg = base;
-    }
+    /* Above EBB_SEG, the object at seg + EBB_SEG must be aligned to align. */
+    size_t map_len = need, map_align = align <= EBB_SEG ? EBB_SEG : align;
+    size_t lead = align <= EBB_SEG ? 0 : EBB_SEG;
+    void *base = ebb__os_map_aligned(map_len, map_align, lead);
+    /* Out of address space (RLIMIT_AS, strict overcommit), with some of it
+     * held free: the cached mappings, the spare and retained segments.
+     * Once more without them. */
+    if (base == NULL && ebb__huge_cache_flush() + ebb__heap_release_spares() != 0)
+        base = ebb__os_map_aligned(map_len, map_align, lead);
     if (base == NULL)
         return NULL;
+    seg = base;
     ebb__os_mapped(base, map_len, EBB_MAP_HUGE);
     void *p = set_live(seg, base, map_len, offset);
     ebb__segmap_set(seg, true);

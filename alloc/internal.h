@@ -289,6 +289,10 @@ void ebb__heap_free(ebb_heap_t *h, ebb_span_t *s);
 /* Unmap the segments heaps gave up (no heap lock held): as many as the
  * calling thread gave up, or (all: the purger) every one. */
 void ebb__heap_unmap_released(bool all);
+/* Out of address space (RLIMIT_AS, strict overcommit): unmap every wholly
+ * free segment of every heap, spares and retained ones alike. No lock
+ * held. Returns bytes unmapped. */
+size_t ebb__heap_release_spares(void);
 void ebb__heap_prefork(void);
 void ebb__heap_postfork_parent(void);
 void ebb__heap_postfork_child(void);

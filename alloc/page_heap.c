@@ -168,6 +168,10 @@ static ebb_segment_t *segment_new(ebb_heap_t *h, ebb_arena_t *a) {
     if (s == NULL)
         return NULL;
     ebb_segment_t *seg = ebb__os_map_aligned(EBB_SEG, EBB_SEG, 0);
+    /* Out of address space: the cached huge mappings may hold it (the
+     * cache takes no heap lock, so flushing it here is safe). */
+    if (seg == NULL && ebb__huge_cache_flush() != 0)
+        seg = ebb__os_map_aligned(EBB_SEG, EBB_SEG, 0);
     if (seg == NULL) {
         ebb__span_delete(h, s);
         return NULL;
@@ -264,6 +268,29 @@ void ebb__heap_unmap_released(bool all) {
     }
     if (atomic_load_explicit(&unmap_pending, memory_order_relaxed) == NULL)
         unmap_owed = 0; /* others did it */
+}
+
+size_t ebb__heap_release_spares(void) {
+    size_t n = 0;
+    ebb_arena_t *a;
+    for (unsigned i = 0; (a = ebb__arena_next(&i)) != NULL;) {
+        ebb_heap_t *h = &a->heap;
+        if (__atomic_load_n(&h->nspare, __ATOMIC_RELAXED) == 0)
+            continue;
+        ebb_lock(&h->lock);
+        for (unsigned li = list_index(SEG_USABLE); li < EBB_HEAP_NLISTS; li++)
+            for (ebb_span_t *sp = h->lists[li], *next; sp != NULL; sp = next) {
+                next = sp->next;
+                if (sp->npages != SEG_USABLE)
+                    continue;
+                spares_add(h, -1);
+                segment_release(h, sp);
+                n++;
+            }
+        ebb_unlock(&h->lock);
+    }
+    ebb__heap_unmap_released(true);
+    return n * EBB_SEG;
 }
 
 void ebb__heap_prefork(void) { unmap_lock(); }
