@@ -270,6 +270,15 @@ void ebb__heap_unmap_released(bool all) {
         unmap_owed = 0; /* others did it */
 }
 
+/* A wholly free segment's span (a spare), or NULL. pre: h->lock held. */
+static ebb_span_t *spare_span(const ebb_heap_t *h) {
+    for (unsigned li = list_index(SEG_USABLE); li < EBB_HEAP_NLISTS; li++)
+        for (ebb_span_t *sp = h->lists[li]; sp; sp = sp->next)
+            if (sp->npages == SEG_USABLE)
+                return sp;
+    return NULL;
+}
+
 size_t ebb__heap_release_spares(void) {
     size_t n = 0;
     ebb_arena_t *a;
@@ -278,15 +287,10 @@ size_t ebb__heap_release_spares(void) {
         if (__atomic_load_n(&h->nspare, __ATOMIC_RELAXED) == 0)
             continue;
         ebb_lock(&h->lock);
-        for (unsigned li = list_index(SEG_USABLE); li < EBB_HEAP_NLISTS; li++)
-            for (ebb_span_t *sp = h->lists[li], *next; sp != NULL; sp = next) {
-                next = sp->next;
-                if (sp->npages != SEG_USABLE)
-                    continue;
-                spares_add(h, -1);
-                segment_release(h, sp);
-                n++;
-            }
+        for (ebb_span_t *sp; (sp = spare_span(h)) != NULL; n++) {
+            spares_add(h, -1);
+            segment_release(h, sp);
+        }
         ebb_unlock(&h->lock);
     }
     ebb__heap_unmap_released(true);
@@ -338,13 +342,7 @@ static bool steal_spare(ebb_heap_t *h, ebb_arena_t *a) {
         if (o == a || __atomic_load_n(&oh->nspare, __ATOMIC_RELAXED) == 0 ||
             !ebb_trylock(&oh->lock))
             continue;
-        ebb_span_t *whole = NULL;
-        for (unsigned li = list_index(SEG_USABLE); li < EBB_HEAP_NLISTS && !whole; li++)
-            for (ebb_span_t *sp = oh->lists[li]; sp; sp = sp->next)
-                if (sp->npages == SEG_USABLE) {
-                    whole = sp;
-                    break;
-                }
+        ebb_span_t *whole = spare_span(oh);
         if (whole != NULL) {
             list_remove(oh, whole);
             spares_add(oh, -1);
