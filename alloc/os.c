@@ -711,18 +711,45 @@ done:
     return r;
 }
 
+/* A page this process may take over or remove: a regular file of this
+ * user with one link and mode 0600 -- as ebb__os_shm_create makes them. */
+static bool own_page(const struct stat *st) {
+    return S_ISREG(st->st_mode) && st->st_uid == geteuid() && st->st_nlink == 1 &&
+           (st->st_mode & 07777) == 0600;
+}
+
 int ebb__os_unlink_stale(const char *path) {
     int saved = errno, r = 0;
     struct stat st;
     if (lstat(path, &st) != 0)
         r = errno;
-    else if (!S_ISREG(st.st_mode) || st.st_uid != geteuid() || st.st_nlink != 1 ||
-             (st.st_mode & 07777) != 0600)
+    else if (!own_page(&st))
         r = EPERM;
     else if (unlink(path) != 0)
         r = errno;
     errno = saved;
     return r;
+}
+
+/* Read up to len bytes from the start of the regular file path, never
+ * through a symlink; with id, only an own_page, whose identity goes there. */
+static long read_head(const char *path, void *buf, size_t len, uint64_t *id) {
+    int saved = errno;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    long n = -1;
+    if (fd >= 0) {
+        struct stat st;
+        if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (id == NULL || own_page(&st))) {
+            if (id != NULL) {
+                id[0] = (uint64_t)st.st_dev;
+                id[1] = (uint64_t)st.st_ino;
+            }
+            n = pread(fd, buf, len, 0);
+        }
+        close(fd);
+    }
+    errno = saved;
+    return n;
 }
 
 int ebb__os_dir_each(const char *dir, bool (*fn)(const char *name, void *arg), void *arg) {
@@ -758,21 +785,7 @@ int ebb__os_dir_each(const char *dir, bool (*fn)(const char *name, void *arg), v
 }
 
 long ebb__os_read_own_file(const char *path, void *buf, size_t len, uint64_t id[2]) {
-    int saved = errno;
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-    long n = -1;
-    if (fd >= 0) {
-        struct stat st;
-        if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid() &&
-            st.st_nlink == 1 && (st.st_mode & 07777) == 0600) {
-            id[0] = (uint64_t)st.st_dev;
-            id[1] = (uint64_t)st.st_ino;
-            n = pread(fd, buf, len, 0);
-        }
-        close(fd);
-    }
-    errno = saved;
-    return n;
+    return read_head(path, buf, len, id);
 }
 
 int ebb__os_unlink_same(const char *path, const uint64_t id[2]) {
@@ -796,17 +809,7 @@ bool ebb__os_pid_gone(int pid) {
 }
 
 long ebb__os_read_head(const char *path, void *buf, size_t len) {
-    int saved = errno;
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-    long n = -1;
-    if (fd >= 0) {
-        struct stat st;
-        if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
-            n = pread(fd, buf, len, 0);
-        close(fd);
-    }
-    errno = saved;
-    return n;
+    return read_head(path, buf, len, NULL);
 }
 
 int ebb__os_unlink(const char *path) {
