@@ -21,6 +21,7 @@ import java.util.zip.Inflater;
 
 public final class Churn {
     private static final AtomicInteger failures = new AtomicInteger();
+    private static final AtomicInteger directRetries = new AtomicInteger();
 
     private static void fail(String what) {
         System.err.println("Churn: " + what);
@@ -39,15 +40,39 @@ public final class Churn {
         return c.getValue();
     }
 
+    // JDK 17's G1 turns System.gc() into nothing while a thread is in a JNI
+    // critical region (zlib's arrays, in zip() below), and
+    // Bits.reserveMemory then gives up after half a second of waiting with
+    // "Cannot reserve ... direct buffer memory", though most of the direct
+    // memory is garbage whose Cleaners a full GC would run. That is the
+    // JVM's doing, not the allocator's (the JVM counts direct memory itself,
+    // before it calls malloc): wait for a real GC, 60 s at most.
+    private static ByteBuffer allocateDirect(int size) throws InterruptedException {
+        long deadline = System.nanoTime() + 60_000_000_000L;
+        for (;;) {
+            try {
+                return ByteBuffer.allocateDirect(size);
+            } catch (OutOfMemoryError e) {
+                if (!String.valueOf(e.getMessage()).contains("direct buffer memory")
+                        || System.nanoTime() > deadline)
+                    throw e;
+                directRetries.incrementAndGet();
+                System.gc();
+                Thread.sleep(10);
+            }
+        }
+    }
+
     // Fill a direct buffer and check it; keep up to 16 small ones alive for a
     // while and check them again later. The rest become garbage at once, for
     // the Cleaner to free after a GC (which the direct memory limit forces).
-    private static void directBuffers(SplittableRandom rng, int iterations) {
+    private static void directBuffers(SplittableRandom rng, int iterations)
+            throws InterruptedException {
         List<ByteBuffer> kept = new ArrayList<>();
         List<Long> seeds = new ArrayList<>();
         for (int i = 0; i < iterations; i++) {
             int size = sizeFor(rng);
-            ByteBuffer buf = ByteBuffer.allocateDirect(size);
+            ByteBuffer buf = allocateDirect(size);
             long seed = rng.nextLong();
             fill(buf, seed);
             if (!check(buf, seed))
@@ -172,6 +197,7 @@ public final class Churn {
             System.err.println("Churn: " + failures.get() + " failures");
             System.exit(1);
         }
-        System.out.println("Churn: " + threads + " threads x " + iterations + " iterations passed");
+        System.out.println("Churn: " + threads + " threads x " + iterations + " iterations passed ("
+                + directRetries.get() + " direct buffers waited for a full GC)");
     }
 }
