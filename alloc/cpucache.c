@@ -31,7 +31,8 @@
  * atomic read-modify-writes a call) made objects over 1 KiB 2-4x slower
  * in ebb_bench here.
  *
- * The sequences are x86-64 assembly (below); elsewhere, without glibc's
+ * The sequences are x86-64 assembly (one object: rseq.h, inlined into
+ * malloc and free; batches: below); elsewhere, without glibc's
  * rseq area, or in ThreadSanitizer builds (which cannot see the
  * sequences' stores) there are no CPU caches and those classes go through
  * the thread caches as before.
@@ -62,11 +63,7 @@
  */
 #include "conf.h"
 #include "internal.h"
-
-/* Offsets the assembly uses (checked below). */
-#define REGION_SLOTS 192 /* region: uint16_t count[64] at 0, void *slots[] here */
-#define PCPU_BEGIN 64    /* pcpu: uint16_t begin[64] */
-#define PCPU_ROOM 192    /* pcpu: uint16_t room[64] */
+#include "rseq.h"
 
 #define REGION_STOPPED 0 /* count[0]: nonzero while a drainer has the region */
 
@@ -74,215 +71,100 @@ typedef struct ebb_region_s {
     uint16_t count[64];     /* written by the sequences on this CPU only (but count[0]) */
     uint64_t seen_sum;      /* background thread's view: a hash of count[] at its last look */
     uint64_t idle_since_ns; /* ... and since when it has not changed */
-    char pad[REGION_SLOTS - 128 - 16];
+    char pad[EBB_REGION_SLOTS - 128 - 16];
     void *slots[];
 } ebb_region_t;
-_Static_assert(__builtin_offsetof(ebb_region_t, slots) == REGION_SLOTS, "region layout");
+_Static_assert(__builtin_offsetof(ebb_region_t, slots) == EBB_REGION_SLOTS, "region layout");
 _Static_assert(EBB_NSMALL < 64, "a region's arrays cover every slab class");
 
-/* What the sequences need, in the order the assembly reads it. */
-typedef struct ebb_pcpu_s {
-    char *base;        /* region 0 */
-    uint64_t stride;   /* bytes from one region to the next */
-    uint64_t nregions; /* CPU ids at or above this: no cache (the sequences say so) */
-    int64_t rseq_off;  /* glibc's __rseq_offset: the rseq area from the thread pointer */
-    size_t cap_bytes;  /* what all regions together may hold: full ones on the usable CPUs */
-    char pad[PCPU_BEGIN - 40];
-    uint16_t begin[64]; /* class c's first slot in every region */
-    uint16_t room[64];  /* and how many slots it has */
-} ebb_pcpu_t;
-_Static_assert(__builtin_offsetof(ebb_pcpu_t, begin) == PCPU_BEGIN, "pcpu layout");
-_Static_assert(__builtin_offsetof(ebb_pcpu_t, room) == PCPU_ROOM, "pcpu layout");
-
-static ebb_pcpu_t pcpu;
+ebb_pcpu_t ebb__pcpu;
 /* The first class cached per CPU; EBB_NSMALL + 1: none (CPU caches off). */
 unsigned ebb__cpucache_first = EBB_NSMALL + 1;
 /* Regions can be drained from any CPU (membarrier's rseq fence works). */
 bool ebb__cpucache_fenced;
 
-#if defined(__SANITIZE_THREAD__)
-#define EBB_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define EBB_TSAN 1
-#endif
-#endif
-
-#if defined(__x86_64__) && defined(__linux__) && !defined(EBB_TSAN)
-#define EBB_HAVE_RSEQ 1
+#if EBB_HAVE_RSEQ
 /*
- * The sequences. Each finds the thread's rseq area (struct rseq: +4
- * cpu_id, +8 rseq_cs) at the thread pointer + pc->rseq_off, stores its
- * descriptor (struct rseq_cs: version, flags, start_ip,
- * post_commit_offset, abort_ip) in rseq_cs, and runs from `start` to the
- * committing store; the abort handler after it is preceded by glibc's
- * signature, 0x53053053, and starts again. A region a drainer has
- * stopped (count[0] != 0) counts as none.
- *
- * void *ebb__rseq_pop1(const ebb_pcpu_t *pc, size_t c)
- *   the most recently cached object of class c; NULL: none cached;
- *   (void *)1: the CPU has no region.
- * long ebb__rseq_push1(const ebb_pcpu_t *pc, size_t c, void *p)
- *   1: cached; 0: no room; -1: the CPU has no region.
- * long ebb__rseq_pop(const ebb_pcpu_t *pc, size_t c, void **buf, size_t n)
- *   moves up to n objects to buf[0..k); returns k, or -1 (no region).
- * long ebb__rseq_push(const ebb_pcpu_t *pc, size_t c, void *const *buf, size_t n)
- *   moves buf[0..k) in, k <= n as room allows; returns k, or -1.
- *
- * An abort starts a sequence over from its inputs (rdi, rsi, rdx, rcx,
- * and r11 = the rseq area): between start and commit they stay as they
- * were, everything else is recomputed, and there is no push or pop.
+ * The batch sequences (rseq.h tells how a sequence works), out of line:
+ * they run on the misses only. A region a drainer has stopped counts as
+ * none. Between start and commit they change nothing but scratch
+ * registers and buf; an abort recomputes those.
  */
-#define EBB_RSEQ_ENTER(name, prologue)                                              \
-    ".p2align 4\n"                                                                  \
-    ".globl " #name "\n"                                                            \
-    ".hidden " #name "\n"                                                           \
-    ".type " #name ", @function\n" #name ":\n" prologue                             \
-    "    mov %fs:0, %r11\n"                                                         \
-    "    add 24(%rdi), %r11\n" /* r11 = this thread's struct rseq */                \
-    "1:  lea .L" #name "_cs(%rip), %rax\n"                                          \
-    "    mov %rax, 8(%r11)\n" /* rseq_cs = &descriptor */                           \
-    ".L" #name "_start:\n"                                                          \
-    "    mov 4(%r11), %eax\n" /* cpu_id */                                          \
-    "    cmp 16(%rdi), %rax\n"                                                      \
-    "    jae .L" #name "_none\n"                                                    \
-    "    imul 8(%rdi), %rax\n"                                                      \
-    "    add (%rdi), %rax\n" /* rax = the CPU's region */                          \
-    "    cmpb $0, (%rax)\n"  /* stopped by a drainer (count[0] = 1): none */     \
-    "    jne .L" #name "_none\n"
-#define EBB_RSEQ_ABORT(name)                                                        \
-    "    .long 0x53053053\n"                                                        \
-    ".L" #name "_abort:\n"                                                          \
-    "    jmp 1b\n"                                                                  \
-    ".size " #name ", .-" #name "\n"                                                \
-    ".pushsection .data.rel.ro.ebb_rseq, \"aw\"\n"                                  \
-    ".balign 32\n"                                                                  \
-    ".L" #name "_cs:\n"                                                             \
-    "    .long 0, 0\n"                                                              \
-    "    .quad .L" #name "_start, .L" #name "_end - .L" #name "_start, .L" #name   \
-    "_abort\n"                                                                      \
-    ".popsection\n"
+/* Move up to n objects of class c to buf[0..k): k, or -1 (no region). */
+static EBB_NOINLINE long rseq_pop(size_t c, void **buf, size_t n) {
+    long r;
+    __asm__ volatile(EBB_RSEQ_BEGIN("ebb_pop_")
+                     "    movzwl (%%rax,%[c],2), %%r9d\n" /* r9 = count */
+                     "    mov %%r9, %%r8\n"
+                     "    cmp %[n], %%r8\n"
+                     "    cmova %[n], %%r8\n" /* r8 = k = min(count, n) */
+                     "    sub %%r8, %%r9\n"   /* r9 = new count */
+                     "    movzwl 64(%[pc],%[c],2), %%r10d\n"
+                     "    add %%r9, %%r10\n"  /* r10 = first slot taken */
+                     "    xor %%ecx, %%ecx\n" /* rcx = i */
+                     ".Lebb_pop_loop%=:\n"
+                     "    cmp %%r8, %%rcx\n"
+                     "    jae .Lebb_pop_commit%=\n"
+                     "    lea (%%r10,%%rcx), %%rdx\n"
+                     "    mov 192(%%rax,%%rdx,8), %%rdx\n"
+                     "    mov %%rdx, (%[buf],%%rcx,8)\n"
+                     "    inc %%rcx\n"
+                     "    jmp .Lebb_pop_loop%=\n"
+                     ".Lebb_pop_commit%=:\n"
+                     "    mov %%r9w, (%%rax,%[c],2)\n" /* commit */
+                     ".Lebb_pop_end%=:\n"
+                     "    mov %%r8, %%rax\n"
+                     "    jmp .Lebb_pop_done%=\n"
+                     ".Lebb_pop_none%=:\n"
+                     "    mov $-1, %%rax\n"
+                     "    jmp .Lebb_pop_done%=\n" EBB_RSEQ_END("ebb_pop_")
+                     : "=&a"(r)
+                     : [pc] "r"(&ebb__pcpu), [c] "r"(c), [buf] "r"(buf), [n] "r"(n)
+                     : "rcx", "rdx", "r8", "r9", "r10", "r11", "memory", "cc");
+    return r;
+}
 
-__asm__(".text\n"
-        EBB_RSEQ_ENTER(ebb__rseq_pop1, "")
-        "    movzwl (%rax,%rsi,2), %ecx\n"      /* count */
-        "    test %ecx, %ecx\n"
-        "    jz 2f\n"
-        "    dec %ecx\n"
-        "    movzwl 64(%rdi,%rsi,2), %edx\n"    /* begin */
-        "    add %ecx, %edx\n"
-        "    mov 192(%rax,%rdx,8), %rdx\n"      /* the top object */
-        "    mov %cx, (%rax,%rsi,2)\n"          /* commit */
-        ".Lebb__rseq_pop1_end:\n"
-        "    mov %rdx, %rax\n"
-        "    ret\n"
-        "2:  xor %eax, %eax\n"
-        "    ret\n"
-        ".Lebb__rseq_pop1_none:\n"
-        "    mov $1, %eax\n"
-        "    ret\n"
-        EBB_RSEQ_ABORT(ebb__rseq_pop1)
-
-        EBB_RSEQ_ENTER(ebb__rseq_push1, "")
-        "    movzwl (%rax,%rsi,2), %ecx\n"      /* count */
-        "    cmp 192(%rdi,%rsi,2), %cx\n"       /* room */
-        "    jae 2f\n"
-        "    movzwl 64(%rdi,%rsi,2), %r8d\n"    /* begin */
-        "    add %ecx, %r8d\n"
-        "    mov %rdx, 192(%rax,%r8,8)\n"
-        "    inc %ecx\n"
-        "    mov %cx, (%rax,%rsi,2)\n"          /* commit */
-        ".Lebb__rseq_push1_end:\n"
-        "    mov $1, %eax\n"
-        "    ret\n"
-        "2:  xor %eax, %eax\n"
-        "    ret\n"
-        ".Lebb__rseq_push1_none:\n"
-        "    mov $-1, %rax\n"
-        "    ret\n"
-        EBB_RSEQ_ABORT(ebb__rseq_push1)
-
-        /* No stack operations between start and commit: an abort would
-         * leave them half done. */
-        EBB_RSEQ_ENTER(ebb__rseq_pop, "    push %rbx\n    push %r12\n")
-        "    movzwl (%rax,%rsi,2), %r9d\n"      /* r9 = count */
-        "    mov %r9, %r8\n"
-        "    cmp %rcx, %r8\n"
-        "    cmova %rcx, %r8\n"                 /* r8 = k = min(count, n) */
-        "    sub %r8, %r9\n"                    /* r9 = new count */
-        "    movzwl 64(%rdi,%rsi,2), %r10d\n"
-        "    add %r9, %r10\n"                   /* r10 = first slot taken */
-        "    xor %r12d, %r12d\n"                /* r12 = i */
-        "2:  cmp %r8, %r12\n"
-        "    jae 3f\n"
-        "    lea (%r10,%r12), %rbx\n"
-        "    mov 192(%rax,%rbx,8), %rbx\n"
-        "    mov %rbx, (%rdx,%r12,8)\n"
-        "    inc %r12\n"
-        "    jmp 2b\n"
-        "3:  mov %r9w, (%rax,%rsi,2)\n"         /* commit */
-        ".Lebb__rseq_pop_end:\n"
-        "    mov %r8, %rax\n"
-        "    pop %r12\n"
-        "    pop %rbx\n"
-        "    ret\n"
-        ".Lebb__rseq_pop_none:\n"
-        "    mov $-1, %rax\n"
-        "    pop %r12\n"
-        "    pop %rbx\n"
-        "    ret\n"
-        EBB_RSEQ_ABORT(ebb__rseq_pop)
-
-        EBB_RSEQ_ENTER(ebb__rseq_push, "    push %rbx\n    push %r12\n")
-        "    movzwl (%rax,%rsi,2), %r9d\n"      /* r9 = count */
-        "    movzwl 192(%rdi,%rsi,2), %r8d\n"   /* r8 = room */
-        "    sub %r9, %r8\n"                    /* r8 = free slots (count <= room) */
-        "    cmp %rcx, %r8\n"
-        "    cmova %rcx, %r8\n"                 /* r8 = k = min(free, n) */
-        "    movzwl 64(%rdi,%rsi,2), %r10d\n"
-        "    add %r9, %r10\n"                   /* r10 = first free slot */
-        "    add %r8, %r9\n"                    /* r9 = new count */
-        "    xor %r12d, %r12d\n"                /* r12 = i */
-        "2:  cmp %r8, %r12\n"
-        "    jae 3f\n"
-        "    mov (%rdx,%r12,8), %rbx\n"
-        "    mov %rbx, 192(%rax,%r10,8)\n"
-        "    inc %r10\n"
-        "    inc %r12\n"
-        "    jmp 2b\n"
-        "3:  mov %r9w, (%rax,%rsi,2)\n"         /* commit */
-        ".Lebb__rseq_push_end:\n"
-        "    mov %r8, %rax\n"
-        "    pop %r12\n"
-        "    pop %rbx\n"
-        "    ret\n"
-        ".Lebb__rseq_push_none:\n"
-        "    mov $-1, %rax\n"
-        "    pop %r12\n"
-        "    pop %rbx\n"
-        "    ret\n"
-        EBB_RSEQ_ABORT(ebb__rseq_push));
-
-void *ebb__rseq_pop1(const ebb_pcpu_t *pc, size_t c);
-long ebb__rseq_push1(const ebb_pcpu_t *pc, size_t c, void *p);
-long ebb__rseq_pop(const ebb_pcpu_t *pc, size_t c, void **buf, size_t n);
-long ebb__rseq_push(const ebb_pcpu_t *pc, size_t c, void *const *buf, size_t n);
+/* Move buf[0..k) in, k <= n as room allows: k, or -1 (no region). */
+static EBB_NOINLINE long rseq_push(size_t c, void *const *buf, size_t n) {
+    long r;
+    __asm__ volatile(EBB_RSEQ_BEGIN("ebb_push_")
+                     "    movzwl (%%rax,%[c],2), %%r9d\n"    /* r9 = count */
+                     "    movzwl 192(%[pc],%[c],2), %%r8d\n" /* r8 = room */
+                     "    sub %%r9, %%r8\n"   /* r8 = free slots (count <= room) */
+                     "    cmp %[n], %%r8\n"
+                     "    cmova %[n], %%r8\n" /* r8 = k = min(free, n) */
+                     "    movzwl 64(%[pc],%[c],2), %%r10d\n"
+                     "    add %%r9, %%r10\n"  /* r10 = first free slot */
+                     "    add %%r8, %%r9\n"   /* r9 = new count */
+                     "    xor %%ecx, %%ecx\n" /* rcx = i */
+                     ".Lebb_push_loop%=:\n"
+                     "    cmp %%r8, %%rcx\n"
+                     "    jae .Lebb_push_commit%=\n"
+                     "    mov (%[buf],%%rcx,8), %%rdx\n"
+                     "    mov %%rdx, 192(%%rax,%%r10,8)\n"
+                     "    inc %%r10\n"
+                     "    inc %%rcx\n"
+                     "    jmp .Lebb_push_loop%=\n"
+                     ".Lebb_push_commit%=:\n"
+                     "    mov %%r9w, (%%rax,%[c],2)\n" /* commit */
+                     ".Lebb_push_end%=:\n"
+                     "    mov %%r8, %%rax\n"
+                     "    jmp .Lebb_push_done%=\n"
+                     ".Lebb_push_none%=:\n"
+                     "    mov $-1, %%rax\n"
+                     "    jmp .Lebb_push_done%=\n" EBB_RSEQ_END("ebb_push_")
+                     : "=&a"(r)
+                     : [pc] "r"(&ebb__pcpu), [c] "r"(c), [buf] "r"(buf), [n] "r"(n)
+                     : "rcx", "rdx", "r8", "r9", "r10", "r11", "memory", "cc");
+    return r;
+}
 #else
-#define EBB_HAVE_RSEQ 0
-static void *ebb__rseq_pop1(const ebb_pcpu_t *pc, size_t c) {
-    (void)pc, (void)c;
-    return (void *)1;
-}
-static long ebb__rseq_push1(const ebb_pcpu_t *pc, size_t c, void *p) {
-    (void)pc, (void)c, (void)p;
+static long rseq_pop(size_t c, void **buf, size_t n) {
+    (void)c, (void)buf, (void)n;
     return -1;
 }
-static long ebb__rseq_pop(const ebb_pcpu_t *pc, size_t c, void **buf, size_t n) {
-    (void)pc, (void)c, (void)buf, (void)n;
-    return -1;
-}
-static long ebb__rseq_push(const ebb_pcpu_t *pc, size_t c, void *const *buf, size_t n) {
-    (void)pc, (void)c, (void)buf, (void)n;
+static long rseq_push(size_t c, void *const *buf, size_t n) {
+    (void)c, (void)buf, (void)n;
     return -1;
 }
 #endif
@@ -298,13 +180,13 @@ static unsigned class_room(unsigned c) {
 }
 
 static ebb_region_t *region(unsigned i) {
-    return (ebb_region_t *)(void *)(pcpu.base + (size_t)i * pcpu.stride);
+    return (ebb_region_t *)(void *)(ebb__pcpu.base + (size_t)i * ebb__pcpu.stride);
 }
 
 void ebb__cpucache_init(void) {
     if (!EBB_HAVE_RSEQ || ebb__opts.cpu_cache_kb == 0 || !ebb__opts.tcache)
         return;
-    void *rs = ebb__os_rseq_area(&pcpu.rseq_off);
+    void *rs = ebb__os_rseq_area(&ebb__pcpu.rseq_off);
     if (rs == NULL || ((volatile uint32_t *)rs)[1] >= UINT32_MAX - 1)
         return; /* glibc registered no rseq area (before 2.35, or glibc.pthread.rseq=0) */
     /* Someone must be able to empty another CPU's region: any thread with
@@ -322,19 +204,19 @@ void ebb__cpucache_init(void) {
         n = n == 0 ? ebb__os_ncpus() : EBB_MAX_CPU_CACHES; /* CPUs above: no cache */
     size_t slots = 0, full = 0; /* a region's slots, and the most it holds */
     for (unsigned c = first; c <= EBB_NSMALL; c++) {
-        pcpu.begin[c] = (uint16_t)slots;
-        pcpu.room[c] = (uint16_t)class_room(c);
+        ebb__pcpu.begin[c] = (uint16_t)slots;
+        ebb__pcpu.room[c] = (uint16_t)class_room(c);
         slots += class_room(c);
         full += (size_t)class_room(c) * ebb_class_size(c);
     }
-    size_t stride = (REGION_SLOTS + slots * sizeof(void *) + EBB_CACHELINE - 1) & ~(size_t)(EBB_CACHELINE - 1);
+    size_t stride = (EBB_REGION_SLOTS + slots * sizeof(void *) + EBB_CACHELINE - 1) & ~(size_t)(EBB_CACHELINE - 1);
     char *base = ebb__base_alloc(stride * n); /* zeroed: every region empty */
     if (base == NULL)
         return; /* those classes go through the thread caches */
-    pcpu.base = base;
-    pcpu.stride = stride;
-    pcpu.cap_bytes = full * ebb__os_ncpus();
-    pcpu.nregions = n;
+    ebb__pcpu.base = base;
+    ebb__pcpu.stride = stride;
+    ebb__pcpu.cap_bytes = full * ebb__os_ncpus();
+    ebb__pcpu.nregions = n;
     ebb__cpucache_fenced = fenced;
     ebb__cpucache_first = first;
 }
@@ -350,47 +232,49 @@ static void release(unsigned c, void **buf, long n) {
     ebb__arena_flush(c, buf[0]);
 }
 
-void *ebb__cpucache_pop(unsigned c) { return ebb__rseq_pop1(&pcpu, c); }
-
-long ebb__cpucache_push(unsigned c, void *p) { return ebb__rseq_push1(&pcpu, c, p); }
-
-void *ebb__cpucache_refill(ebb_arena_t *a, unsigned c) {
+void *ebb__cpucache_refill(ebb_tcache_t *tc, ebb_arena_t *a, unsigned c) {
     if (a == NULL)
         return NULL;
     /* Half the class's room from the arena, one of them for the caller. */
     void *buf[BATCH_MAX];
     void *head;
+    ebb__batch_begin(tc);
     unsigned n = ebb__arena_refill(a, c, &head, class_room(c) / 2 + 1);
-    if (n == 0)
+    if (n == 0) {
+        ebb_batch_end(tc);
         return NULL;
+    }
     void *p = head;
     head = *(void **)head;
     for (unsigned i = 0; i + 1 < n; i++) {
         buf[i] = head;
         head = *(void **)head;
     }
-    long put = ebb__rseq_push(&pcpu, c, buf, n - 1);
+    long put = rseq_push(c, buf, n - 1);
     if (put < 0) /* the thread moved to a CPU without a region */
         put = 0;
     release(c, buf + put, (long)(n - 1) - put); /* no room: filled meanwhile */
+    ebb_batch_end(tc);
     return p;
 }
 
 /* Full: keep the most recently cached half (and p), give the older half
  * back to the slabs -- all of it out, the newer half in again, as the
  * sequences work at the top of a class's stack only. */
-void ebb__cpucache_overflow(unsigned c, void *p) {
+void ebb__cpucache_overflow(ebb_tcache_t *tc, unsigned c, void *p) {
     void *buf[BATCH_MAX + 1];
-    long n = ebb__rseq_pop(&pcpu, c, buf, BATCH_MAX);
+    ebb__batch_begin(tc);
+    long n = rseq_pop(c, buf, BATCH_MAX);
     if (n < 0)
         n = 0;
     buf[n++] = p;
     long old = n / 2;
-    long put = ebb__rseq_push(&pcpu, c, buf + old, (size_t)(n - old));
+    long put = rseq_push(c, buf + old, (size_t)(n - old));
     if (put < 0)
         put = 0;
     release(c, buf, old);
     release(c, buf + old + put, n - old - put);
+    ebb_batch_end(tc);
 }
 
 /* Empty the region of the CPU the caller runs on. */
@@ -398,7 +282,7 @@ static void drain_here(void) {
     void *buf[BATCH_MAX];
     for (unsigned c = ebb__cpucache_first; c <= EBB_NSMALL; c++) {
         long n;
-        while ((n = ebb__rseq_pop(&pcpu, c, buf, BATCH_MAX)) > 0)
+        while ((n = rseq_pop(c, buf, BATCH_MAX)) > 0)
             release(c, buf, n);
     }
 }
@@ -441,9 +325,9 @@ static bool drain_fenced(unsigned i) {
         unsigned n = __atomic_load_n(&r->count[c], __ATOMIC_RELAXED);
         if (n == 0)
             continue;
-        EBB_CHECK(n <= pcpu.room[c], "CPU cache: a count beyond its room (memory corrupted)");
+        EBB_CHECK(n <= ebb__pcpu.room[c], "CPU cache: a count beyond its room (memory corrupted)");
         for (unsigned k = 0; k < n; k++)
-            buf[k] = r->slots[pcpu.begin[c] + k];
+            buf[k] = r->slots[ebb__pcpu.begin[c] + k];
         __atomic_store_n(&r->count[c], 0, __ATOMIC_RELAXED);
         release(c, buf, (long)n);
     }
@@ -482,7 +366,7 @@ static void drain_regions(uint64_t now, uint64_t idle_ns, bool all, bool may_mov
     memset(&tried, 0, sizeof(tried));
     bool moved = false;
     size_t total = 0;
-    unsigned n = pcpu.nregions < 64 * 64 ? (unsigned)pcpu.nregions : 64 * 64;
+    unsigned n = ebb__pcpu.nregions < 64 * 64 ? (unsigned)ebb__pcpu.nregions : 64 * 64;
     for (unsigned i = 0; i < n; i++) {
         ebb_region_t *r = region(i);
         size_t bytes = region_bytes(r, NULL);
@@ -505,7 +389,7 @@ static void drain_regions(uint64_t now, uint64_t idle_ns, bool all, bool may_mov
         }
         total += bytes;
     }
-    while (total > pcpu.cap_bytes) {
+    while (total > ebb__pcpu.cap_bytes) {
         unsigned best = n;
         size_t most = 0;
         for (unsigned i = 0; i < n; i++) {
@@ -528,14 +412,14 @@ static void drain_regions(uint64_t now, uint64_t idle_ns, bool all, bool may_mov
 }
 
 void ebb__cpucache_idle_scan(uint64_t now, uint64_t idle_ns, bool may_move) {
-    if (pcpu.nregions == 0)
+    if (ebb__pcpu.nregions == 0)
         return;
     if (may_move || ebb__cpucache_fenced)
         drain_regions(now, idle_ns, false, may_move);
 }
 
 void ebb__cpucache_flush_all(bool may_move) {
-    if (pcpu.nregions == 0)
+    if (ebb__pcpu.nregions == 0)
         return;
     if (may_move || ebb__cpucache_fenced)
         drain_regions(0, 0, true, may_move);
@@ -544,8 +428,8 @@ void ebb__cpucache_flush_all(bool may_move) {
 }
 
 size_t ebb__cpucache_set_cap(size_t bytes) {
-    size_t old = pcpu.cap_bytes;
-    pcpu.cap_bytes = bytes;
+    size_t old = ebb__pcpu.cap_bytes;
+    ebb__pcpu.cap_bytes = bytes;
     return old;
 }
 
@@ -553,7 +437,7 @@ size_t ebb__cpucache_set_cap(size_t bytes) {
  * to counts[c] unless counts is NULL. */
 size_t ebb__cpucache_cached(uint64_t counts[]) {
     size_t bytes = 0;
-    for (unsigned i = 0; i < pcpu.nregions; i++)
+    for (unsigned i = 0; i < ebb__pcpu.nregions; i++)
         bytes += region_bytes(region(i), counts);
     return bytes;
 }

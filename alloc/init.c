@@ -36,6 +36,7 @@ static void prefork(void) {
     if (!atomic_load_explicit(&ebb__initialized, memory_order_acquire))
         return;
     ebb_lock(&init_lock);
+    ebb__tcache_fork_gate(); /* before any lock a batch may take */
     ebb__decay_prefork();
     ebb__tcache_prefork();
     ebb__arenas_prefork();

@@ -426,6 +426,7 @@ struct ebb_tcache_s {
     uint64_t idle_since_ns;    /* purger's view: no allocation since */
     size_t budget;             /* bytes this cache may hold (tcache.c) */
     uint32_t epoch;            /* the thread-count epoch budget is for */
+    _Atomic uint32_t in_batch; /* a batch is between a cache and the bins (fork waits) */
 };
 
 extern __thread ebb_tcache_t *ebb__tls_tcache __attribute__((tls_model("initial-exec")));
@@ -460,6 +461,20 @@ EBB_INLINE void *ebb_take_marked(void *p) {
 }
 
 ebb_tcache_t *ebb__tcache_get_slow(void); /* create or return a placeholder */
+/* Around every batch of objects a thread moves between its caches (thread
+ * or CPU) and the bins: while a batch is out, only this thread knows where
+ * its objects are, and a child forked then would lose them. fork waits
+ * until no batch is out and holds new ones back until it is done
+ * (ebb__tcache_fork_gate). pre: tc is the caller's active cache; no
+ * allocator lock held. */
+void ebb__batch_begin(ebb_tcache_t *tc);
+EBB_INLINE void ebb_batch_end(ebb_tcache_t *tc) {
+    atomic_store_explicit(&tc->in_batch, 0, memory_order_release);
+}
+/* prefork, before any other lock but init's: hold new batches back and
+ * wait for those out (1 s at most in all: a fork from a signal handler
+ * may have interrupted one that never ends). */
+void ebb__tcache_fork_gate(void);
 void *ebb__tcache_refill_alloc(ebb_tcache_t *tc, unsigned c);
 void ebb__tcache_overflow_free(ebb_tcache_t *tc, unsigned c, void *p);
 void ebb__tcache_flush_all(ebb_tcache_t *tc);
@@ -487,13 +502,12 @@ extern unsigned ebb__cpucache_first;
  * only the background thread, moving from CPU to CPU. */
 extern bool ebb__cpucache_fenced;
 void ebb__cpucache_init(void);          /* after the options; may leave them off */
-/* The running CPU's most recently cached object of class c; NULL: none
- * cached (refill); (void *)1: the CPU has no cache (use the arena). */
-void *ebb__cpucache_pop(unsigned c);
-/* Cache p on the running CPU: 1 done; 0 no room (overflow); -1 no cache. */
-long ebb__cpucache_push(unsigned c, void *p);
-void *ebb__cpucache_refill(ebb_arena_t *a, unsigned c); /* one object; NULL: OOM */
-void ebb__cpucache_overflow(unsigned c, void *p); /* half the room back to the slabs, p in */
+/* What malloc and free do when ebb_rseq_pop1 / ebb_rseq_push1 (rseq.h)
+ * miss; tc is the caller's active cache. Refill: one object of class c
+ * from arena a, and half the class's room into the CPU's cache (NULL:
+ * OOM). Overflow: half the room back to the slabs, p in. */
+void *ebb__cpucache_refill(ebb_tcache_t *tc, ebb_arena_t *a, unsigned c);
+void ebb__cpucache_overflow(ebb_tcache_t *tc, unsigned c, void *p);
 /* Empty every CPU's cache: fenced from where the caller runs, or moving
  * the caller from CPU to CPU (may_move: the background thread only); with
  * neither, only the cache of the caller's CPU. Under the decay lock but

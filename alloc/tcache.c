@@ -168,9 +168,11 @@ ebb_tcache_t *ebb__tcache_get_slow(void) {
 }
 
 /* Flush the objects after the first keep on bin c. */
-static void bin_flush(ebb_tbin_t *b, unsigned c, uint32_t keep) {
+static void bin_flush(ebb_tcache_t *tc, unsigned c, uint32_t keep) {
+    ebb_tbin_t *b = &tc->bins[c];
     if (b->count <= keep)
         return;
+    ebb__batch_begin(tc);
     void *rest;
     if (keep == 0) {
         rest = b->head;
@@ -184,6 +186,7 @@ static void bin_flush(ebb_tbin_t *b, unsigned c, uint32_t keep) {
     }
     b->count = keep;
     ebb__arena_flush(c, rest);
+    ebb_batch_end(tc);
 }
 
 /* Another thread's cache counters, read while their owner changes them
@@ -211,14 +214,14 @@ static void enforce_bound(ebb_tcache_t *tc) {
     if (ebb_unlikely(tc->epoch != atomic_load_explicit(&tc_epoch, memory_order_relaxed))) {
         set_bounds(tc, false);
         for (unsigned c = 1; c <= EBB_NSMALL; c++)
-            bin_flush(&tc->bins[c], c, ebb_tbin_max(&tc->bins[c]));
+            bin_flush(tc, c, ebb_tbin_max(&tc->bins[c]));
     }
     size_t cap = tc->budget;
     if (cached_bytes(tc) <= cap)
         return;
     for (int round = 0; round < 8 && cached_bytes(tc) > cap / 2; round++)
         for (unsigned c = 1; c <= EBB_NSMALL; c++)
-            bin_flush(&tc->bins[c], c, tc->bins[c].count / 2);
+            bin_flush(tc, c, tc->bins[c].count / 2);
 }
 
 void *ebb__tcache_refill_alloc(ebb_tcache_t *tc, unsigned c) {
@@ -227,12 +230,16 @@ void *ebb__tcache_refill_alloc(ebb_tcache_t *tc, unsigned c) {
     uint32_t half = ebb_tbin_max(b) / 2; /* one read: the purger may lower it */
     unsigned want = half ? half : 1;
     void *head;
+    ebb__batch_begin(tc);
     unsigned got = ebb__arena_refill(tc->arena, c, &head, want);
+    if (got != 0) { /* the first object is the caller's, the rest the bin's */
+        b->head = *(void **)head;
+        b->count = got - 1;
+    }
+    ebb_batch_end(tc);
     if (got == 0)
         return NULL;
     void *p = head;
-    b->head = *(void **)p;
-    b->count = got - 1;
     b->nmalloc++;
     if (++tc->ticks % 64 == 0 ||
         tc->epoch != atomic_load_explicit(&tc_epoch, memory_order_relaxed))
@@ -256,7 +263,7 @@ void ebb__tcache_overflow_free(ebb_tcache_t *tc, unsigned c, void *p) {
     bin_grow(b);
     uint32_t max = ebb_tbin_max(b);
     if (b->count >= max)
-        bin_flush(b, c, max / 2);
+        bin_flush(tc, c, max / 2);
     *(void **)p = b->head;
     *ebb_mark_word(p) = ebb__free_mark;
     b->head = p;
@@ -270,7 +277,7 @@ void ebb__tcache_flush_all(ebb_tcache_t *tc) {
     if (tc->state != EBB_TC_ACTIVE)
         return;
     for (unsigned c = 1; c <= EBB_NSMALL; c++)
-        bin_flush(&tc->bins[c], c, 0);
+        bin_flush(tc, c, 0);
 }
 
 static void tcache_retire(ebb_tcache_t *tc) {
@@ -352,14 +359,61 @@ void ebb__tcache_idle_scan(uint64_t now, uint64_t idle_ns) {
     ebb_unlock(&tc_lock);
 }
 
+/* ---- batches at a fork ------------------------------------------------ */
+/* 1 from the fork gate to the end of fork: batches wait. A batch's owner
+ * sets its flag and then looks at this; the fork sets this and then looks
+ * at the flags (both with a full fence between): one of them sees the
+ * other. */
+static _Atomic uint32_t forking;
+
+void ebb__batch_begin(ebb_tcache_t *tc) {
+    for (;;) {
+        atomic_store_explicit(&tc->in_batch, 1, memory_order_relaxed);
+        atomic_thread_fence(memory_order_seq_cst);
+        if (ebb_likely(atomic_load_explicit(&forking, memory_order_relaxed) == 0))
+            return;
+        atomic_store_explicit(&tc->in_batch, 0, memory_order_release);
+        while (atomic_load_explicit(&forking, memory_order_acquire) != 0)
+            ebb__os_futex_wait((volatile uint32_t *)&forking, 1);
+    }
+}
+
+void ebb__tcache_fork_gate(void) {
+    ebb_lock(&tc_lock);
+    atomic_store_explicit(&forking, 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_seq_cst);
+    const ebb_tcache_t *self = ebb__tls_tcache;
+    uint64_t deadline = 0;
+    for (ebb_tcache_t *tc = tc_live; tc != NULL; tc = tc->next) {
+        while (tc != self && atomic_load_explicit(&tc->in_batch, memory_order_acquire)) {
+            uint64_t now = ebb__os_now_ns();
+            if (deadline == 0)
+                deadline = now + 1000000000u;
+            else if (now > deadline)
+                break; /* and the others get no longer */
+            ebb__os_yield();
+        }
+    }
+    ebb_unlock(&tc_lock);
+}
+
+static void fork_done(void) {
+    atomic_store_explicit(&forking, 0, memory_order_release);
+    ebb__os_futex_wake((volatile uint32_t *)&forking, INT32_MAX);
+}
+
 void ebb__tcache_prefork(void) { ebb_lock(&tc_lock); }
-void ebb__tcache_postfork_parent(void) { ebb_unlock(&tc_lock); }
+void ebb__tcache_postfork_parent(void) {
+    ebb_unlock(&tc_lock);
+    fork_done();
+}
 
 /* In the child only this thread survives: give the other threads' cached
  * objects back (every list is consistent at any instant: see the fast
  * paths), and recount threads per arena. */
 void ebb__tcache_postfork_child(void) {
     ebb_lock_reinit(&tc_lock);
+    atomic_store_explicit(&forking, 0, memory_order_relaxed); /* no one waits here */
     ebb_tcache_t *self = ebb__tls_tcache;
     ebb_tcache_t *tc = tc_live;
     while (tc != NULL) {
