@@ -85,13 +85,12 @@ bool ebb__cpucache_fenced;
 
 #if EBB_HAVE_RSEQ
 /*
- * The batch sequences (rseq.h tells how a sequence works), out of line:
- * they run on the misses only. A region a drainer has stopped counts as
- * none. Between start and commit they change nothing but scratch
- * registers and buf; an abort recomputes those.
+ * The batch sequences (rseq.h tells how a sequence works and what these
+ * return). A region a drainer has stopped counts as none. Between start
+ * and commit they change nothing but scratch registers and buf; an abort
+ * recomputes those.
  */
-/* Move up to n objects of class c to buf[0..k): k, or -1 (no region). */
-static EBB_NOINLINE long rseq_pop(size_t c, void **buf, size_t n) {
+EBB_NOINLINE long ebb__rseq_pop(size_t c, void **buf, size_t n) {
     long r;
     __asm__ volatile(EBB_RSEQ_BEGIN("ebb_pop_")
                      "    movzwl (%%rax,%[c],2), %%r9d\n" /* r9 = count */
@@ -124,8 +123,7 @@ static EBB_NOINLINE long rseq_pop(size_t c, void **buf, size_t n) {
     return r;
 }
 
-/* Move buf[0..k) in, k <= n as room allows: k, or -1 (no region). */
-static EBB_NOINLINE long rseq_push(size_t c, void *const *buf, size_t n) {
+EBB_NOINLINE long ebb__rseq_push(size_t c, void *const *buf, size_t n) {
     long r;
     __asm__ volatile(EBB_RSEQ_BEGIN("ebb_push_")
                      "    movzwl (%%rax,%[c],2), %%r9d\n"    /* r9 = count */
@@ -159,11 +157,11 @@ static EBB_NOINLINE long rseq_push(size_t c, void *const *buf, size_t n) {
     return r;
 }
 #else
-static long rseq_pop(size_t c, void **buf, size_t n) {
+long ebb__rseq_pop(size_t c, void **buf, size_t n) {
     (void)c, (void)buf, (void)n;
     return -1;
 }
-static long rseq_push(size_t c, void *const *buf, size_t n) {
+long ebb__rseq_push(size_t c, void *const *buf, size_t n) {
     (void)c, (void)buf, (void)n;
     return -1;
 }
@@ -250,7 +248,7 @@ void *ebb__cpucache_refill(ebb_tcache_t *tc, ebb_arena_t *a, unsigned c) {
         buf[i] = head;
         head = *(void **)head;
     }
-    long put = rseq_push(c, buf, n - 1);
+    long put = ebb__rseq_push(c, buf, n - 1);
     if (put < 0) /* the thread moved to a CPU without a region */
         put = 0;
     release(c, buf + put, (long)(n - 1) - put); /* no room: filled meanwhile */
@@ -264,12 +262,12 @@ void *ebb__cpucache_refill(ebb_tcache_t *tc, ebb_arena_t *a, unsigned c) {
 void ebb__cpucache_overflow(ebb_tcache_t *tc, unsigned c, void *p) {
     void *buf[BATCH_MAX + 1];
     ebb__batch_begin(tc);
-    long n = rseq_pop(c, buf, BATCH_MAX);
+    long n = ebb__rseq_pop(c, buf, BATCH_MAX);
     if (n < 0)
         n = 0;
     buf[n++] = p;
     long old = n / 2;
-    long put = rseq_push(c, buf + old, (size_t)(n - old));
+    long put = ebb__rseq_push(c, buf + old, (size_t)(n - old));
     if (put < 0)
         put = 0;
     release(c, buf, old);
@@ -282,7 +280,7 @@ static void drain_here(void) {
     void *buf[BATCH_MAX];
     for (unsigned c = ebb__cpucache_first; c <= EBB_NSMALL; c++) {
         long n;
-        while ((n = rseq_pop(c, buf, BATCH_MAX)) > 0)
+        while ((n = ebb__rseq_pop(c, buf, BATCH_MAX)) > 0)
             release(c, buf, n);
     }
 }

@@ -51,6 +51,13 @@ _Static_assert(__builtin_offsetof(ebb_pcpu_t, room) == EBB_PCPU_ROOM, "pcpu layo
 
 extern ebb_pcpu_t ebb__pcpu;
 
+/* The batch sequences (cpucache.c, out of line: misses only). Pop: up to
+ * n objects of class c from the running CPU's cache into buf[0..k): k, or
+ * -1 (the CPU has no cache). Push: buf[0..k) in, k <= n as room allows: k,
+ * or -1. */
+long ebb__rseq_pop(size_t c, void **buf, size_t n);
+long ebb__rseq_push(size_t c, void *const *buf, size_t n);
+
 #if EBB_HAVE_RSEQ
 /*
  * Each sequence finds the thread's rseq area (struct rseq: +4 cpu_id, +8
