@@ -20,7 +20,6 @@
  * the debug registers are refused, or where there are no CPU caches (with
  * the background thread off, main() sees to that, they need the membarrier
  * fence). */
-#include <errno.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -150,12 +149,21 @@ static void run_b(shared_t *sh) {
 }
 
 static void child(shared_t *sh) {
-    cpu_set_t set; /* A (created below) inherits this: one CPU, one cache */
+    /* One CPU that has a cache, for B and for A (created below, it
+     * inherits the affinity); none: a_tid -1, and the tests skip. */
+    cpu_set_t allowed, set;
+    int cpu = -1;
+    if (sched_getaffinity(0, sizeof(allowed), &allowed) == 0)
+        for (int i = 0; i < CPU_SETSIZE && cpu < 0; i++)
+            if (CPU_ISSET(i, &allowed) && (uint64_t)i < ebb__pcpu.nregions)
+                cpu = i;
     CPU_ZERO(&set);
-    CPU_SET(sched_getcpu(), &set);
+    CPU_SET(cpu < 0 ? 0 : cpu, &set);
     pthread_t t;
-    if (sched_setaffinity(0, sizeof(set), &set) != 0 || pthread_create(&t, NULL, thread_a, sh) != 0)
+    if (cpu < 0 || sched_setaffinity(0, sizeof(set), &set) != 0 || pthread_create(&t, NULL, thread_a, sh) != 0) {
+        atomic_store(&sh->a_tid, -1);
         _exit(3);
+    }
     run_b(sh);
 }
 
@@ -163,7 +171,7 @@ static void child(shared_t *sh) {
 
 typedef struct {
     shared_t *sh;
-    pid_t pid, a;
+    pid_t pid, a; /* a: A's thread id; -1 no CPU with a cache, -2 ptrace refused */
 } rig_t;
 
 static void b_do(rig_t *r, int op) {
@@ -341,8 +349,8 @@ static int rig_setup(void **state) {
         child(rig.sh);
     while ((rig.a = atomic_load(&rig.sh->a_tid)) == 0)
         sched_yield();
-    if (ptrace(PTRACE_SEIZE, rig.a, 0, 0) != 0)
-        rig.a = -errno;
+    if (rig.a > 0 && ptrace(PTRACE_SEIZE, rig.a, 0, 0) != 0)
+        rig.a = -2;
     return 0;
 }
 
@@ -364,7 +372,9 @@ static int rig_teardown(void **state) {
 static void require_rig(void) {
     if (ebb__cpucache_first > EBB_NSMALL)
         skip_msg("no CPU caches here (they need rseq and the membarrier fence without a background thread)");
-    if (rig.a < 0)
+    if (rig.a == -1)
+        skip_msg("no CPU this test may run on has a CPU cache");
+    if (rig.a == -2)
         skip_msg("ptrace refused here (PTRACE_SEIZE failed)");
     if (!arm(&rig, 0, 0) || !arm(&rig, (uintptr_t)thread_a, 0))
         skip_msg("the kernel refused the debug registers");
