@@ -13,13 +13,20 @@
  *     A and B put in, minus what they took, is what is cached at the end;
  *   - stopped before its commit, A went through the sequence's abort
  *     handler (a second breakpoint sees it there).
+ * The same stops again, now moving A to a second CPU while it is stopped
+ * (where there is one with a cache): a stop before the commit must end
+ * with A's op done on the second CPU's cache, the first CPU's untouched.
+ * A sequence that read its CPU before its start would go on with the
+ * first CPU's cache, on the second CPU.
  * The objects are tokens (the sequences only move pointers), in one class
  * that nothing else uses in the test's process.
  *
- * A forked child runs A and B; this process traces A. Skips where ptrace or
- * the debug registers are refused, or where there are no CPU caches (with
- * the background thread off, main() sees to that, they need the membarrier
- * fence). */
+ * A forked child runs A and B; this process traces A and sets its CPU.
+ * Skips where ptrace or the debug registers are refused, or where there
+ * are no CPU caches (with the background thread off, main() sees to that,
+ * they need the membarrier fence); the moves also where only one CPU has
+ * a cache. */
+#include <errno.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -45,18 +52,23 @@
 #define TOKEN_B 200
 #define NTOKENS 256
 
+#define BASE2 10   /* the second CPU's objects: BASE2 + 1 .. BASE2 + N0 */
+
 enum { A_POP1 = 1, A_PUSH1, A_POPN, A_PUSHN };
 enum { B_RESET = 1, B_PUSH1, B_POP1, B_DUMP, B_EXIT };
+enum { AT_STOP_MIGRATE = 100 }; /* at the stop, A moves to the second CPU */
 
 typedef struct {
+    int cpu[2]; /* CPUs with a cache: A and B run on cpu[0]; cpu[1] -1: none */
     _Atomic uint32_t a_cmd, a_done; /* sequence numbers: A's next op, A's last done */
     _Atomic int a_tid;
     int a_op;
+    int a_cpu; /* where A was when its op returned */
     long a_ret;
     uintptr_t a_out[BATCH];
     uint64_t a_cs; /* the descriptor A's last sequence left in its rseq area */
     _Atomic uint32_t b_cmd, b_done;
-    int b_op;
+    int b_op, b_cpu; /* B's op runs on CPU b_cpu */
     long b_ret;
     uintptr_t b_out[MAXOBJ];
 } shared_t;
@@ -110,24 +122,42 @@ static void *thread_a(void *arg) {
             break;
         }
         sh->a_cs = rs[1]; /* rseq_cs: 0 if the kernel has cleared it since */
+        sh->a_cpu = sched_getcpu();
         atomic_store_explicit(&sh->a_done, seen, memory_order_release);
     }
     return NULL;
 }
 
+/* Run only on cpu, from now on. */
+static bool pin(pid_t tid, int cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return sched_setaffinity(tid, sizeof(set), &set) == 0;
+}
+
 static void run_b(shared_t *sh) {
     uint32_t seen = 0;
+    int on = sh->cpu[0];
     for (;;) {
         wait_past(&sh->b_cmd, seen);
         seen = atomic_load(&sh->b_cmd);
+        if (sh->b_cpu != on) {
+            if (!pin(0, sh->b_cpu))
+                _exit(4);
+            on = sh->b_cpu;
+        }
+        while (sched_getcpu() != on)
+            sched_yield();
         void *buf[MAXOBJ];
         long n;
+        unsigned base = on == sh->cpu[0] ? 0 : BASE2;
         switch (sh->b_op) {
         case B_RESET:
             while (ebb__rseq_pop(cls, buf, MAXOBJ) > 0)
                 ;
             for (unsigned i = 1; i <= N0; i++)
-                ebb_rseq_push1(cls, (void *)token(i));
+                ebb_rseq_push1(cls, (void *)token(base + i));
             break;
         case B_PUSH1:
             sh->b_ret = ebb_rseq_push1(cls, (void *)token(TOKEN_B));
@@ -150,17 +180,18 @@ static void run_b(shared_t *sh) {
 
 static void child(shared_t *sh) {
     /* One CPU that has a cache, for B and for A (created below, it
-     * inherits the affinity); none: a_tid -1, and the tests skip. */
-    cpu_set_t allowed, set;
-    int cpu = -1;
+     * inherits the affinity); none: a_tid -1, and the tests skip. A
+     * second one, if any, for A to move to. */
+    cpu_set_t allowed;
+    int n = 0;
+    sh->cpu[0] = sh->cpu[1] = -1;
     if (sched_getaffinity(0, sizeof(allowed), &allowed) == 0)
-        for (int i = 0; i < CPU_SETSIZE && cpu < 0; i++)
+        for (int i = 0; i < CPU_SETSIZE && n < 2; i++)
             if (CPU_ISSET(i, &allowed) && (uint64_t)i < ebb__pcpu.nregions)
-                cpu = i;
-    CPU_ZERO(&set);
-    CPU_SET(cpu < 0 ? 0 : cpu, &set);
+                sh->cpu[n++] = i;
+    sh->b_cpu = sh->cpu[0];
     pthread_t t;
-    if (cpu < 0 || sched_setaffinity(0, sizeof(set), &set) != 0 || pthread_create(&t, NULL, thread_a, sh) != 0) {
+    if (n == 0 || !pin(0, sh->cpu[0]) || pthread_create(&t, NULL, thread_a, sh) != 0) {
         atomic_store(&sh->a_tid, -1);
         _exit(3);
     }
@@ -174,12 +205,16 @@ typedef struct {
     pid_t pid, a; /* a: A's thread id; -1 no CPU with a cache, -2 ptrace refused */
 } rig_t;
 
-static void b_do(rig_t *r, int op) {
+/* B does op on the second CPU (cpu 1) or the first (0). */
+static void b_do_on(rig_t *r, int op, int cpu) {
     r->sh->b_op = op;
+    r->sh->b_cpu = r->sh->cpu[cpu];
     uint32_t seq = atomic_load(&r->sh->b_cmd) + 1;
     atomic_store_explicit(&r->sh->b_cmd, seq, memory_order_release);
     wait_past(&r->sh->b_done, seq - 1);
 }
+
+static void b_do(rig_t *r, int op) { b_do_on(r, op, 0); }
 
 static long set_dr(pid_t a, int i, uintptr_t v) {
     return ptrace(PTRACE_POKEUSER, a, offsetof(struct user, u_debugreg[i]), (void *)v);
@@ -201,14 +236,25 @@ static bool arm(rig_t *r, uintptr_t dr0, uintptr_t dr1) {
 }
 
 typedef struct {
-    bool hit;     /* A stopped at the breakpoint */
-    bool aborted; /* and then went through the abort handler */
+    bool hit;       /* A stopped at the breakpoint */
+    bool aborted;   /* and then went through the abort handler */
+    bool committed; /* AT_STOP_MIGRATE: A's op had changed the first CPU's cache at the stop */
 } trial_t;
 
+/* Class cls's count in the first CPU's cache, read in A's memory. */
+static unsigned first_cpu_count(rig_t *r) {
+    uintptr_t at = (uintptr_t)ebb__pcpu.base + (uintptr_t)r->sh->cpu[0] * ebb__pcpu.stride + 2 * cls;
+    errno = 0;
+    long w = ptrace(PTRACE_PEEKDATA, r->a, (void *)at, 0);
+    assert_int_equal(errno, 0);
+    return (uint16_t)w; /* little-endian: the word's low bytes */
+}
+
 /* Run A's op once, arming first (dr0 0: no breakpoint). At a stop on dr0,
- * B does b_op before A goes on. */
-static trial_t run_a(rig_t *r, int op, uintptr_t dr0, uintptr_t abort_ip, int b_op) {
-    trial_t t = {false, false};
+ * B does at_stop, or A moves to the second CPU (AT_STOP_MIGRATE), before
+ * A goes on. */
+static trial_t run_a(rig_t *r, int op, uintptr_t dr0, uintptr_t abort_ip, int at_stop) {
+    trial_t t = {false, false, false};
     assert_true(arm(r, dr0, dr0 ? abort_ip : 0));
     r->sh->a_op = op;
     uint32_t seq = atomic_load(&r->sh->a_cmd) + 1;
@@ -238,7 +284,12 @@ static trial_t run_a(rig_t *r, int op, uintptr_t dr0, uintptr_t abort_ip, int b_
                  * breakpoint at dr0 is off, so the flag may go. */
                 regs.eflags &= ~(1ull << 16);
                 assert_int_equal(ptrace(PTRACE_SETREGS, r->a, 0, &regs), 0);
-                b_do(r, b_op);
+                if (at_stop == AT_STOP_MIGRATE) {
+                    t.committed = first_cpu_count(r) != N0;
+                    assert_true(pin(r->a, r->sh->cpu[1]));
+                } else {
+                    b_do(r, at_stop);
+                }
             } else if (regs.rip == abort_ip && t.hit) {
                 t.aborted = true;
                 assert_int_equal(set_dr(r->a, 7, 0), 0);
@@ -328,6 +379,73 @@ static void every_instruction(rig_t *r, int op) {
         fail_msg("op %d: only %u stops inside the sequence, %u after it", op, hits_inside, hits_after);
 }
 
+/* Take out what the cache of CPU cpu (0 or 1) holds, and count it off
+ * count[]: what it should hold. */
+static void dump_against(rig_t *r, int cpu, int *count, int op, uintptr_t dr0) {
+    b_do_on(r, B_DUMP, cpu);
+    for (long i = 0; i < r->sh->b_ret; i++) {
+        int id = token_id(r->sh->b_out[i]);
+        if (id <= 0)
+            fail_msg("op %d moved at %#lx: CPU %d's cache holds %#lx, no object", op, (unsigned long)dr0,
+                     r->sh->cpu[cpu], (unsigned long)r->sh->b_out[i]);
+        count[id]--;
+    }
+    for (int id = 0; id < NTOKENS; id++)
+        if (count[id] != 0)
+            fail_msg("op %d moved at %#lx to CPU %d: object %d is %s CPU %d's cache", op, (unsigned long)dr0,
+                     r->sh->cpu[1], id, count[id] > 0 ? "not in" : "once too often in", r->sh->cpu[cpu]);
+}
+
+/* A's op was done on CPU land (0 or 1): that cache holds what it held
+ * plus what A put in, minus what A took; the other holds what it held. */
+static void check_landed(rig_t *r, int op, int land, uintptr_t dr0) {
+    shared_t *sh = r->sh;
+    int count[2][NTOKENS] = {{0}};
+    for (unsigned i = 1; i <= N0; i++)
+        count[0][i]++, count[1][BASE2 + i]++;
+    long n = sh->a_ret > 0 ? sh->a_ret : 0;
+    if (op == A_PUSH1 || op == A_PUSHN)
+        for (long i = 0; i < n; i++)
+            count[land][TOKEN_A + i]++;
+    else
+        for (long i = 0; i < n; i++) {
+            int id = token_id(sh->a_out[i]);
+            assert_true(id > 0);
+            count[land][id]--;
+        }
+    dump_against(r, 0, count[0], op, dr0);
+    dump_against(r, 1, count[1], op, dr0);
+}
+
+/* Stop A at every byte from 16 before op's sequence to 32 after its commit,
+ * and move it to the second CPU there: an op not done by then must be done
+ * on the second CPU's cache. */
+static void every_instruction_moved(rig_t *r, int op) {
+    cs_t cs = descriptor(r, op);
+    uintptr_t start = cs.start_ip, end = start + cs.post_commit_offset;
+    unsigned hits_inside = 0, moved_before = 0;
+    for (uintptr_t x = start - 16; x < end + 32; x++) {
+        b_do_on(r, B_RESET, 1);
+        b_do(r, B_RESET);
+        assert_true(pin(r->a, r->sh->cpu[0]));
+        trial_t t = run_a(r, op, x, cs.abort_ip, AT_STOP_MIGRATE);
+        int land = t.hit && !t.committed;
+        if (r->sh->a_cpu != r->sh->cpu[t.hit])
+            fail_msg("op %d, stop at %#lx %s: A ended on CPU %d, not %d", op, (unsigned long)x,
+                     t.hit ? "hit" : "not hit", r->sh->a_cpu, r->sh->cpu[t.hit]);
+        check_landed(r, op, land, x);
+        if (t.hit && x >= start && x < end) {
+            hits_inside++;
+            if (!t.aborted)
+                fail_msg("op %d moved at %#lx, inside its sequence [%#lx, %#lx), was not aborted", op,
+                         (unsigned long)x, (unsigned long)start, (unsigned long)end);
+        }
+        moved_before += land && x < start;
+    }
+    if (hits_inside < 6 || moved_before == 0)
+        fail_msg("op %d: only %u stops inside the sequence, %u before it", op, hits_inside, moved_before);
+}
+
 static rig_t rig;
 
 static void skip_msg(const char *why) {
@@ -379,6 +497,7 @@ static void require_rig(void) {
     if (!arm(&rig, 0, 0) || !arm(&rig, (uintptr_t)thread_a, 0))
         skip_msg("the kernel refused the debug registers");
     assert_true(arm(&rig, 0, 0));
+    assert_true(pin(rig.a, rig.sh->cpu[0])); /* where a test that failed may have left it */
     assert_true(ebb__pcpu.room[cls] >= N0 + BATCH + 1);
 }
 
@@ -386,6 +505,13 @@ static void require_rig(void) {
 static void test_every_instruction(void **state) {
     require_rig();
     every_instruction(&rig, *(const int *)*state);
+}
+
+static void test_every_instruction_moved(void **state) {
+    require_rig();
+    if (rig.sh->cpu[1] < 0)
+        skip_msg("one CPU with a cache here: none to move a thread to");
+    every_instruction_moved(&rig, *(const int *)*state);
 }
 
 int main(void) {
@@ -398,6 +524,10 @@ int main(void) {
         {"push_one", test_every_instruction, NULL, NULL, (void *)&ops[1]},
         {"pop_batch", test_every_instruction, NULL, NULL, (void *)&ops[2]},
         {"push_batch", test_every_instruction, NULL, NULL, (void *)&ops[3]},
+        {"pop_one_moved", test_every_instruction_moved, NULL, NULL, (void *)&ops[0]},
+        {"push_one_moved", test_every_instruction_moved, NULL, NULL, (void *)&ops[1]},
+        {"pop_batch_moved", test_every_instruction_moved, NULL, NULL, (void *)&ops[2]},
+        {"push_batch_moved", test_every_instruction_moved, NULL, NULL, (void *)&ops[3]},
     };
     return cmocka_run_group_tests(tests, rig_setup, rig_teardown);
 }
