@@ -300,6 +300,25 @@ static trial_t run_a(rig_t *r, int op, uintptr_t dr0, uintptr_t abort_ip, int at
     return t;
 }
 
+/* Take out what the cache of CPU cpu (0: the first, 1: the second) holds,
+ * and count it off count[]: what it should hold. The messages name A's
+ * op, what happened at the stop (a B op, AT_STOP_MIGRATE or 0: no stop)
+ * and where A stopped. */
+static void dump_against(rig_t *r, int cpu, int *count, int op, int at_stop, uintptr_t dr0) {
+    b_do_on(r, B_DUMP, cpu);
+    for (long i = 0; i < r->sh->b_ret; i++) {
+        int id = token_id(r->sh->b_out[i]);
+        if (id <= 0)
+            fail_msg("op %d, at the stop %d, stopped at %#lx: CPU %d's cache holds %#lx, no object", op, at_stop,
+                     (unsigned long)dr0, r->sh->cpu[cpu], (unsigned long)r->sh->b_out[i]);
+        count[id]--;
+    }
+    for (int id = 0; id < NTOKENS; id++)
+        if (count[id] != 0)
+            fail_msg("op %d, at the stop %d, stopped at %#lx: object %d is %s CPU %d's cache", op, at_stop,
+                     (unsigned long)dr0, id, count[id] > 0 ? "not in" : "once too often in", r->sh->cpu[cpu]);
+}
+
 /* What was cached, plus what A and B put in, minus what they took, is what
  * is cached now (B takes it all out to look). */
 static void check_conserved(rig_t *r, int op, int b_op, uintptr_t dr0) {
@@ -325,18 +344,7 @@ static void check_conserved(rig_t *r, int op, int b_op, uintptr_t dr0) {
         assert_true(id > 0);
         count[id]--;
     }
-    b_do(r, B_DUMP);
-    for (long i = 0; i < sh->b_ret; i++) {
-        int id = token_id(sh->b_out[i]);
-        if (id <= 0)
-            fail_msg("op %d, B %d, stopped at %#lx: the cache holds %#lx, no object", op, b_op,
-                     (unsigned long)dr0, (unsigned long)sh->b_out[i]);
-        count[id]--;
-    }
-    for (int id = 0; id < NTOKENS; id++)
-        if (count[id] != 0)
-            fail_msg("op %d, B %d, stopped at %#lx: object %d is %s", op, b_op, (unsigned long)dr0, id,
-                     count[id] > 0 ? "lost" : "there once too often");
+    dump_against(r, 0, count, op, b_op, dr0);
 }
 
 /* The descriptor of op's sequence: what A's rseq area points to after it
@@ -379,23 +387,6 @@ static void every_instruction(rig_t *r, int op) {
         fail_msg("op %d: only %u stops inside the sequence, %u after it", op, hits_inside, hits_after);
 }
 
-/* Take out what the cache of CPU cpu (0 or 1) holds, and count it off
- * count[]: what it should hold. */
-static void dump_against(rig_t *r, int cpu, int *count, int op, uintptr_t dr0) {
-    b_do_on(r, B_DUMP, cpu);
-    for (long i = 0; i < r->sh->b_ret; i++) {
-        int id = token_id(r->sh->b_out[i]);
-        if (id <= 0)
-            fail_msg("op %d moved at %#lx: CPU %d's cache holds %#lx, no object", op, (unsigned long)dr0,
-                     r->sh->cpu[cpu], (unsigned long)r->sh->b_out[i]);
-        count[id]--;
-    }
-    for (int id = 0; id < NTOKENS; id++)
-        if (count[id] != 0)
-            fail_msg("op %d moved at %#lx to CPU %d: object %d is %s CPU %d's cache", op, (unsigned long)dr0,
-                     r->sh->cpu[1], id, count[id] > 0 ? "not in" : "once too often in", r->sh->cpu[cpu]);
-}
-
 /* A's op was done on CPU land (0 or 1): that cache holds what it held
  * plus what A put in, minus what A took; the other holds what it held. */
 static void check_landed(rig_t *r, int op, int land, uintptr_t dr0) {
@@ -413,8 +404,8 @@ static void check_landed(rig_t *r, int op, int land, uintptr_t dr0) {
             assert_true(id > 0);
             count[land][id]--;
         }
-    dump_against(r, 0, count[0], op, dr0);
-    dump_against(r, 1, count[1], op, dr0);
+    dump_against(r, 0, count[0], op, AT_STOP_MIGRATE, dr0);
+    dump_against(r, 1, count[1], op, AT_STOP_MIGRATE, dr0);
 }
 
 /* Stop A at every byte from 16 before op's sequence to 32 after its commit,
